@@ -1,0 +1,53 @@
+"""Where the upstream Flan data lives: `--data_dir` > `$FLAN_JAX_DATA_DIR` > a per-user cache dir.
+
+Tasks are registered at import time but read their files only when a dataset is built, so a
+`--data_dir` flag parsed after `import tasks` still takes effect: entry points call
+`set_data_dir` and every reader calls `data_dir()` (or `data_file`) at read time.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+ENV_VAR = "FLAN_JAX_DATA_DIR"
+
+_explicit: pathlib.Path | None = None
+
+
+class DataMissingError(FileNotFoundError):
+  """A file the task needs is not in the data dir; the message says how to get it."""
+
+
+def default_cache_dir() -> pathlib.Path:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "flan_jax" / "flan_data"
+
+
+def set_data_dir(path: str | os.PathLike | None) -> None:
+  """Sets the data dir from a `--data_dir` flag; None falls back to the env var / cache dir."""
+  global _explicit
+  _explicit = pathlib.Path(path).expanduser() if path else None
+
+
+def data_dir() -> pathlib.Path:
+  if _explicit is not None:
+    return _explicit
+  env = os.environ.get(ENV_VAR)
+  if env:
+    return pathlib.Path(env).expanduser()
+  return default_cache_dir()
+
+
+def data_file(relpath: str, source: str | None = None) -> pathlib.Path:
+  """The path of `relpath` under the data dir, or a DataMissingError naming how to fetch it.
+
+  `source` names the `flan-jax data download --only SOURCE` group that provides the file.
+  """
+  path = data_dir() / relpath
+  if not path.exists():
+    hint = f"flan-jax data download --only {source}" if source else "flan-jax data download"
+    raise DataMissingError(
+        f"{relpath} is not in the data dir {data_dir()} (resolved from --data_dir, then "
+        f"${ENV_VAR}, then {default_cache_dir()}); run `{hint}` to fetch it."
+    )
+  return path

@@ -1,0 +1,43 @@
+"""flan_jax: the Flan collection, Flan-T5 finetuning and the paper's evaluation, in JAX."""
+import setuptools
+
+# Versions measured to install and run together on CPU (see README).
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "gin-config==0.5.0",
+    "clu==0.0.12",
+    "sentencepiece==0.2.3",
+    # Imported by clu / tfds without being declared by them.
+    "tensorboard",
+    "importlib_resources",
+    "jinja2",
+    "pyyaml",
+    "msgpack",
+    "tensorstore",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest>=8", "pytest-timeout"],
+    # Parity tests and benchmarks against Hugging Face only.
+    "hf": ["torch==2.13.0", "transformers==5.23.0", "safetensors"],
+}
+
+setuptools.setup(
+    name="flan_jax",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["flan_jax", "flan_jax.*", "tasks", "tasks.*", "launch"]),
+    package_data={"flan_jax": ["data/*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["flan-jax=flan_jax.cli:main"]},
+)
