@@ -25,9 +25,11 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "pytest-timeout"],
+    "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "matplotlib"],
     # Parity tests and benchmarks against Hugging Face only.
     "hf": ["torch==2.13.0", "transformers==5.23.0", "safetensors"],
+    # XManager pulls cloud SDKs and protobuf 6.x; kept out of the core install.
+    "launch": ["xmanager==0.8.5.post1"],
 }
 
 setuptools.setup(
