@@ -1,0 +1,239 @@
+"""Packing several examples into each fixed-length row: first-fit-decreasing over blocks, and seqio's greedy packer.
+
+seqio's packer is greedy next-fit: it walks the stream and starts a new row as soon as the next example does not fit
+in every feature of the current one (and flushes every `max(lengths)` examples). When one feature is much fuller than
+the other (Flan CoT at 2048/512: targets 93% full, inputs 25%) that leaves ~8% more rows than needed.
+
+`pack_block` is first-fit-decreasing in several dimensions: the examples of a block are sorted by the sum over
+features of their share of the row length, and each goes into the first open row where every one of its features
+still fits. Rows come out ordered by the earliest example they hold; inside a row examples keep stream order.
+
+Determinism and resume: the stream is cut into consecutive blocks of `block_size` examples and each block is packed on
+its own, so the packed rows are a pure function of the input stream. `PackState(blocks_done, rows_done)` is the whole
+state: to resume, position the input at `state.input_offset(block_size)` examples (the start of the unfinished block)
+and pass the state to `PackedIterator`, which repacks that block and drops the rows already emitted.
+
+Output per packed feature `k` (as seqio's `trim_and_pack_dataset`): `k` (tokens, 0-padded), `k_segment_ids` (1, 2, ...
+per example in the row, 0 on padding) and `k_positions` (0, 1, ... inside each example).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_BLOCK_SIZE = 8192
+
+
+def check_lengths(lengths: Mapping[str, int], what: str = "packed lengths") -> dict[str, int]:
+  """Validates `{feature: length}`; the error names every length given."""
+  if not lengths:
+    raise ValueError(f"{what} are empty: give a positive length per feature, e.g. {{'inputs': 2048, 'targets': 512}}")
+  bad = {k: v for k, v in lengths.items() if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0}
+  if bad:
+    raise ValueError(f"{what} {dict(lengths)} are inconsistent: {sorted(bad)} must be positive integers")
+  return {k: int(v) for k, v in lengths.items()}
+
+
+def lower_bound_rows(token_sums: Mapping[str, int], lengths: Mapping[str, int]) -> int:
+  """No packer needs fewer rows than max over features of ceil(sum of tokens / row length)."""
+  return max((math.ceil(token_sums[k] / lengths[k]) for k in lengths), default=0)
+
+
+def ffd_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
+  """First-fit-decreasing bin assignment in several dimensions.
+
+  Args:
+    sizes: [n, d] non-negative lengths, each at most the capacity of its dimension.
+    capacity: [d] row lengths.
+
+  Returns:
+    [n] row index of every example; rows are numbered by their earliest example (row 0 holds example 0).
+  """
+  sizes = np.asarray(sizes, dtype=np.int64)
+  cap = np.asarray(capacity, dtype=np.int64)
+  n, d = sizes.shape
+  if n == 0:
+    return np.zeros([0], np.int64)
+  if np.any(sizes > cap):
+    raise ValueError(f"an example of lengths {sizes[np.any(sizes > cap, axis=1)][0].tolist()} exceeds the row "
+                     f"lengths {cap.tolist()}; trim examples before packing")
+  # Decreasing total share of the row lengths (measured better than the largest share when one feature binds),
+  # ties in stream order, so the result depends on nothing but the block.
+  share = (sizes / cap).sum(axis=1)
+  order = np.lexsort((np.arange(n), -share))
+  remaining = np.empty([n, d], np.int64)
+  bin_of = np.empty([n], np.int64)
+  open_bins = 0
+  for i in order:
+    size = sizes[i]
+    if open_bins:
+      fits = np.all(remaining[:open_bins] >= size, axis=1)
+      b = int(fits.argmax())
+      if not fits[b]:
+        b = open_bins
+    else:
+      b = 0
+    if b == open_bins:
+      remaining[b] = cap
+      open_bins += 1
+    remaining[b] -= size
+    bin_of[i] = b
+  # Renumber rows by their earliest member so output order follows the stream.
+  first = np.full([open_bins], n, np.int64)
+  np.minimum.at(first, bin_of, np.arange(n))
+  rank = np.empty([open_bins], np.int64)
+  rank[np.argsort(first, kind="stable")] = np.arange(open_bins)
+  return rank[bin_of]
+
+
+def build_rows(values: Mapping[str, np.ndarray], row_splits: Mapping[str, np.ndarray], row_of: np.ndarray,
+               lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
+  """Lays the examples of a block out in their rows (vectorised, no per-example Python).
+
+  `values[k]`/`row_splits[k]` are the ragged tokens of feature k (example i is values[splits[i]:splits[i+1]]);
+  `row_of[i]` is the packed row of example i. Examples keep stream order inside a row.
+  """
+  n = len(row_of)
+  num_rows = int(row_of.max()) + 1 if n else 0
+  # Rank of each example inside its row (stream order) -> segment id.
+  by_row = np.lexsort((np.arange(n), row_of))
+  seg = np.empty([n], np.int64)
+  starts_of_rows = np.searchsorted(row_of[by_row], np.arange(num_rows))
+  counts = np.bincount(row_of, minlength=num_rows)
+  seg[by_row] = np.arange(n) - np.repeat(starts_of_rows, counts)
+  out: dict[str, np.ndarray] = {}
+  for k, length in lengths.items():
+    splits = np.asarray(row_splits[k], np.int64)
+    lens = np.diff(splits)
+    # Offset of each example inside its row: lengths of the earlier examples of the same row.
+    sorted_lens = lens[by_row]
+    csum = np.cumsum(sorted_lens) - sorted_lens
+    row_start_csum = np.repeat(csum[starts_of_rows], counts)
+    offset = np.empty([n], np.int64)
+    offset[by_row] = csum - row_start_csum
+    example_of_token = np.repeat(np.arange(n), lens)
+    pos = np.arange(splits[-1] - splits[0]) - np.repeat(splits[:-1] - splits[0], lens)
+    rows = row_of[example_of_token]
+    cols = offset[example_of_token] + pos
+    tokens = np.zeros([num_rows, length], np.int32)
+    segment_ids = np.zeros([num_rows, length], np.int32)
+    positions = np.zeros([num_rows, length], np.int32)
+    tokens[rows, cols] = np.asarray(values[k])[splits[0]:splits[-1]]
+    segment_ids[rows, cols] = seg[example_of_token] + 1
+    positions[rows, cols] = pos
+    out[k] = tokens
+    out[f"{k}_segment_ids"] = segment_ids
+    out[f"{k}_positions"] = positions
+  return out
+
+
+def pack_block(examples: Sequence[Mapping[str, np.ndarray]], lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
+  """Packs one block of examples (each trimmed to `lengths`) with FFD; returns [rows, length] arrays per feature."""
+  lengths = check_lengths(lengths)
+  trimmed = {k: [np.asarray(ex[k], np.int32)[:length] for ex in examples] for k, length in lengths.items()}
+  values, splits = {}, {}
+  for k, seqs in trimmed.items():
+    lens = np.fromiter((len(s) for s in seqs), np.int64, len(seqs))
+    splits[k] = np.concatenate([[0], np.cumsum(lens)])
+    values[k] = np.concatenate(seqs) if seqs else np.zeros([0], np.int32)
+  sizes = np.stack([np.diff(splits[k]) for k in lengths], axis=1) if examples else np.zeros([0, len(lengths)])
+  row_of = ffd_assign(sizes, list(lengths.values()))
+  return build_rows(values, splits, row_of, lengths)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackState:
+  """Where a packed stream stands: `blocks_done` whole blocks emitted, then `rows_done` rows of the next block."""
+  blocks_done: int = 0
+  rows_done: int = 0
+
+  def input_offset(self, block_size: int) -> int:
+    """How many input examples to skip before resuming: the start of the unfinished block."""
+    return self.blocks_done * block_size
+
+  def to_dict(self) -> dict[str, int]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, int]) -> PackState:
+    return cls(blocks_done=int(d["blocks_done"]), rows_done=int(d["rows_done"]))
+
+
+class PackedIterator(Iterator[dict[str, np.ndarray]]):
+  """Iterates FFD-packed rows of a stream of examples; `state` after any row resumes exactly after it.
+
+  `examples` must start at `state.input_offset(block_size)` of the original stream.
+  """
+
+  def __init__(self, examples: Iterable[Mapping[str, np.ndarray]], lengths: Mapping[str, int],
+               block_size: int = DEFAULT_BLOCK_SIZE, state: PackState = PackState()):
+    if block_size <= 0:
+      raise ValueError(f"block_size must be positive, got {block_size}")
+    self._examples = iter(examples)
+    self._lengths = check_lengths(lengths)
+    self._block_size = block_size
+    self._blocks_done = state.blocks_done
+    self._rows_done = state.rows_done
+    self._block: dict[str, np.ndarray] | None = None
+
+  @property
+  def state(self) -> PackState:
+    return PackState(self._blocks_done, self._rows_done)
+
+  def _load_block(self) -> bool:
+    block = []
+    for ex in self._examples:
+      block.append(ex)
+      if len(block) == self._block_size:
+        break
+    if not block:
+      return False
+    self._block = pack_block(block, self._lengths)
+    num_rows = len(next(iter(self._block.values())))
+    if self._rows_done > num_rows:
+      raise ValueError(f"cannot resume at row {self._rows_done} of block {self._blocks_done}: it packs into "
+                       f"{num_rows} rows; the input is not the stream the state was saved from")
+    return True
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    while True:
+      if self._block is None and not self._load_block():
+        raise StopIteration
+      num_rows = len(next(iter(self._block.values())))
+      if self._rows_done < num_rows:
+        row = {k: v[self._rows_done] for k, v in self._block.items()}
+        self._rows_done += 1
+        return row
+      self._block = None
+      self._blocks_done += 1
+      self._rows_done = 0
+
+
+def ffd_row_count(sizes: np.ndarray, lengths: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+  """Rows FFD needs for examples of `sizes` [n, d] (already trimmed), block by block."""
+  sizes = np.asarray(sizes, np.int64)
+  total = 0
+  for start in range(0, len(sizes), block_size):
+    row_of = ffd_assign(sizes[start:start + block_size], lengths)
+    total += int(row_of.max()) + 1 if len(row_of) else 0
+  return total
+
+
+def greedy_row_count(sizes: np.ndarray, lengths: Sequence[int]) -> int:
+  """Rows seqio's `trim_and_pack_dataset` makes: next-fit, a fresh row at every batch of max(lengths) examples."""
+  sizes = np.minimum(np.asarray(sizes, np.int64), np.asarray(lengths, np.int64))
+  cap = np.asarray(lengths, np.int64)
+  batch = int(cap.max())
+  rows = 0
+  for start in range(0, len(sizes), batch):
+    used = None
+    for size in sizes[start:start + batch]:
+      if used is None or np.any(used + size > cap):
+        rows += 1
+        used = size.copy()
+      else:
+        used += size
+  return rows
