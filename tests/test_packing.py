@@ -1,0 +1,131 @@
+"""FFD packing: row layout, the row bound on hand-built streams, determinism, exact resume, and seqio's greedy count."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flan_jax.data import packing
+
+LENGTHS = {"inputs": 256, "targets": 64}
+
+
+def _stream(n: int, seed: int, in_scale: float = 6.0, tgt_scale: float = 6.0) -> list[dict[str, np.ndarray]]:
+  """Inputs fill ~25% and targets most of a row, the Flan CoT shape (long rationales in the targets)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(n):
+    li = int(min(LENGTHS["inputs"], 1 + rng.exponential(in_scale)))
+    lt = int(min(LENGTHS["targets"], 1 + rng.exponential(tgt_scale)))
+    out.append({"inputs": rng.integers(2, 1000, li).astype(np.int32),
+                "targets": rng.integers(2, 1000, lt).astype(np.int32)})
+  return out
+
+
+def _segments(rows: dict[str, np.ndarray], key: str) -> list[tuple[int, ...]]:
+  """Every example's tokens of `key`, read back from packed rows through segment ids and positions."""
+  out = []
+  for r in range(len(rows[key])):
+    seg = rows[f"{key}_segment_ids"][r]
+    for s in range(1, int(seg.max()) + 1):
+      mask = seg == s
+      np.testing.assert_array_equal(rows[f"{key}_positions"][r][mask], np.arange(mask.sum()))
+      out.append(tuple(rows[key][r][mask].tolist()))
+  return out
+
+
+def test_pack_block_keeps_every_example_once_within_lengths():
+  examples = _stream(300, seed=1)
+  rows = packing.pack_block(examples, LENGTHS)
+  for k, length in LENGTHS.items():
+    assert rows[k].shape[1] == length and rows[k].dtype == np.int32
+    # Padding has segment id 0 and token 0; every non-padding position belongs to a segment.
+    np.testing.assert_array_equal(rows[k] != 0, rows[f"{k}_segment_ids"] != 0)
+  # The i-th segment of a row is the same example in inputs and targets.
+  pairs = sorted(zip(_segments(rows, "inputs"), _segments(rows, "targets")))
+  expected = sorted((tuple(e["inputs"].tolist()), tuple(e["targets"].tolist())) for e in examples)
+  assert pairs == expected
+
+
+def test_rows_keep_stream_order_inside_and_across_rows():
+  examples = [{"inputs": np.full(3, i + 2, np.int32), "targets": np.full(2, i + 2, np.int32)} for i in range(40)]
+  rows = packing.pack_block(examples, {"inputs": 16, "targets": 8})
+  firsts = [int(r[0]) for r in rows["inputs"]]
+  assert firsts == sorted(firsts) and firsts[0] == 2
+  for r in rows["inputs"]:
+    ids = [t for t in r.tolist() if t]
+    assert ids == sorted(ids)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ffd_within_two_percent_of_bound_where_greedy_is_not(seed):
+  examples = _stream(4000, seed=seed)
+  sizes = np.array([[len(e["inputs"]), len(e["targets"])] for e in examples])
+  bound = packing.lower_bound_rows({"inputs": sizes[:, 0].sum(), "targets": sizes[:, 1].sum()}, LENGTHS)
+  ffd = packing.ffd_row_count(sizes, list(LENGTHS.values()), block_size=2048)
+  greedy = packing.greedy_row_count(sizes, list(LENGTHS.values()))
+  assert bound <= ffd <= 1.02 * bound
+  assert greedy > 1.05 * bound
+  rows = packing.pack_block(examples[:2048], LENGTHS)
+  assert len(rows["inputs"]) == packing.ffd_row_count(sizes[:2048], list(LENGTHS.values()), block_size=2048)
+
+
+def test_ffd_reaches_the_bound_on_a_perfectly_packable_stream():
+  # Sizes that divide each other and sum to 16 per group: FFD is optimal on such (divisible) sizes.
+  sizes = np.array([[1, t] for t in [8, 4, 2, 1, 1] * 50])
+  rng = np.random.default_rng(0)
+  rng.shuffle(sizes)
+  assert packing.ffd_row_count(sizes, [64, 16], block_size=1000) == 50
+
+
+def test_two_dimensional_fit_respects_the_inputs_too():
+  # Targets alone would fit 8 per row; inputs allow only 2.
+  sizes = np.array([[30, 2]] * 8)
+  assert packing.ffd_row_count(sizes, [64, 16]) == 4
+  assert packing.lower_bound_rows({"inputs": 240, "targets": 16}, {"inputs": 64, "targets": 16}) == 4
+
+
+def test_packing_is_deterministic():
+  examples = _stream(500, seed=3)
+  a = packing.pack_block(examples, LENGTHS)
+  b = packing.pack_block([dict(e) for e in examples], LENGTHS)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_resume_from_state_gives_exactly_the_remaining_rows():
+  examples = _stream(700, seed=4)
+  block = 256
+  full = list(packing.PackedIterator(examples, LENGTHS, block_size=block))
+  for stop in [1, 37, len(full) // 2, len(full) - 1]:
+    it = packing.PackedIterator(examples, LENGTHS, block_size=block)
+    for _ in range(stop):
+      next(it)
+    state = packing.PackState.from_dict(it.state.to_dict())
+    resumed = packing.PackedIterator(examples[state.input_offset(block):], LENGTHS, block_size=block, state=state)
+    rest = list(resumed)
+    assert len(rest) == len(full) - stop
+    for got, want in zip(rest, full[stop:]):
+      for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_resume_against_a_different_stream_is_an_error():
+  examples = _stream(100, seed=5)
+  it = packing.PackedIterator(examples[:3], LENGTHS, block_size=64, state=packing.PackState(0, 50))
+  with pytest.raises(ValueError, match="not the stream the state was saved from"):
+    next(it)
+
+
+def test_greedy_count_is_next_fit_with_a_flush_per_batch():
+  # Next fit: [10,6] fits, 4 does not (20 > 16) -> new row; a batch of max(lengths)=16 examples flushes the row.
+  assert packing.greedy_row_count(np.array([[1, 10], [1, 6], [1, 4], [1, 12]]), [16, 16]) == 2
+  assert packing.greedy_row_count(np.array([[1, 1]] * 17), [16, 16]) == 2
+  # Oversized examples are trimmed first, as seqio does.
+  assert packing.greedy_row_count(np.array([[1, 40], [1, 1]]), [16, 16]) == 2
+
+
+def test_bad_lengths_and_oversized_examples_are_named():
+  with pytest.raises(ValueError, match=r"\{'inputs': 0, 'targets': 4\}"):
+    packing.check_lengths({"inputs": 0, "targets": 4})
+  with pytest.raises(ValueError, match=r"exceeds the row lengths \[4, 4\]"):
+    packing.ffd_assign(np.array([[5, 1]]), [4, 4])
