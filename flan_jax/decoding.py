@@ -227,11 +227,6 @@ def beam_search(
 
 
 def strip_after_eos(tokens: np.ndarray, eos_id: int) -> list[int]:
-  """Host-side: a decoded row up to (not including) its first EOS, padding removed."""
-  out = []
-  for t in np.asarray(tokens).tolist():
-    if t == eos_id:
-      break
-    if t != PAD_ID:
-      out.append(t)
-  return out
+  """Host-side: a decoded row up to (not including) its first EOS; rows without EOS ran to the length limit."""
+  row = np.asarray(tokens).tolist()
+  return row[:row.index(eos_id)] if eos_id in row else row
