@@ -1,0 +1,166 @@
+"""Dry runs of both launchers: the slices, the job specs and the exact commands they would run."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import gin
+import pytest
+
+from launch import commands, tpu_pod, xm_launch
+
+XL_GIN = "gin_configs/runs/flan_t5_xl_flan2022.gin"
+
+
+@pytest.mark.parametrize("name, chips, devices, hosts, topology, gcloud, hbm_gib", [
+    ("v4-32", 16, 16, 4, "2x2x4", "v4-32", 32),
+    ("v4-8", 4, 4, 1, "2x2x1", "v4-8", 32),
+    ("v5e-256", 256, 256, 64, "16x16", "v5litepod-256", 16),
+    ("v5litepod-8", 8, 8, 1, "2x4", "v5litepod-8", 16),
+    ("v5p-128", 64, 64, 16, "4x4x4", "v5p-128", 95),
+    ("v3-32", 16, 32, 4, "4x4", "v3-32", 16),
+    ("v3-8", 4, 8, 1, "2x2", "v3-8", 16),
+])
+def test_tpu_slices(name, chips, devices, hosts, topology, gcloud, hbm_gib):
+  sl = commands.parse_tpu(name)
+  assert (sl.chips, sl.devices, sl.hosts, sl.topology, sl.gcloud_accelerator_type) == (
+      chips, devices, hosts, topology, gcloud)
+  assert sl.hbm_per_device == hbm_gib * commands.GiB
+  assert sl.devices_per_host * sl.hosts == sl.devices
+
+
+@pytest.mark.parametrize("bad", ["v4", "v9-8", "v4-3", "tpu-32", "v5e-12"])
+def test_bad_tpu_names_are_rejected(bad):
+  with pytest.raises(ValueError, match="v4-32|unknown|chips|power-of-two"):
+    commands.parse_tpu(bad)
+
+
+def test_sweep_is_a_product_of_named_lists():
+  units = commands.sweep_units(["LEARNING_RATE=1e-3", "LEARNING_RATE=5e-4", "MIXTURE_OR_TASK_NAME='a'",
+                                "MIXTURE_OR_TASK_NAME='b'"])
+  assert units == [
+      {"LEARNING_RATE": "1e-3", "MIXTURE_OR_TASK_NAME": "'a'"},
+      {"LEARNING_RATE": "1e-3", "MIXTURE_OR_TASK_NAME": "'b'"},
+      {"LEARNING_RATE": "5e-4", "MIXTURE_OR_TASK_NAME": "'a'"},
+      {"LEARNING_RATE": "5e-4", "MIXTURE_OR_TASK_NAME": "'b'"},
+  ]
+  assert commands.sweep_units([]) == [{}]
+  with pytest.raises(ValueError, match="repeats"):
+    commands.sweep_units(["A=1", "A=1"])
+  with pytest.raises(ValueError, match="NAME=VALUE"):
+    commands.sweep_units(["just_a_value"])
+
+
+def _xm_argv(*extra):
+  return ["--accelerator=v4-32", f"--gin_file={XL_GIN}", "--model_dir=gs://bucket/xl/",
+          "--flan_data_dir=gs://bucket/flan_data", "--tfds_data_dir=gs://bucket/tfds",
+          "--gin.BATCH_SIZE=64", "--sweep", "LEARNING_RATE=1e-3", "--sweep", "LEARNING_RATE=5e-4", *extra]
+
+
+def test_xm_dry_run_prints_one_job_per_work_unit(capsys):
+  sys.modules.pop("xmanager", None)
+  assert xm_launch.main(_xm_argv("--dry_run")) == 0
+  assert "xmanager" not in sys.modules, "a dry run must not import xmanager"
+  out = capsys.readouterr().out
+  specs = json.loads(out[out.index("job specs:") + len("job specs:"):])
+  assert specs["slice"]["hosts"] == 4 and specs["slice"]["topology"] == "2x2x4"
+  assert [j["requirements"] for j in specs["jobs"]] == [{"tpu_v4": "2x2x4"}] * 2
+  for i, (job, lr) in enumerate(zip(specs["jobs"], ["1e-3", "5e-4"])):
+    assert job["model_dir"] == f"gs://bucket/xl/{i}"
+    assert job["env"] == {"FLAN_JAX_DATA_DIR": "/gcs/bucket/flan_data", "TFDS_DATA_DIR": "gs://bucket/tfds"}
+    assert job["args"] == [f"--gin_file={XL_GIN}", "--gin.BATCH_SIZE=64", f"--gin.LEARNING_RATE={lr}",
+                           f'--gin.MODEL_DIR="gs://bucket/xl/{i}"']
+    # The printed shell line runs exactly the spec's argv.
+    line = next(l for l in out.splitlines() if l.startswith("FLAN_JAX_DATA_DIR=") and f"/xl/{i}" in l)
+    assert shlex.split(line)[2:] == ["python3", "-m", "flan_jax.train", *job["args"]]
+
+
+def test_xm_model_dir_binding_is_a_gin_string():
+  spec = xm_launch.build(_xm_argv())
+  binding = dict(commands.parse_gin_flag(a) for a in spec.jobs[1].args if a.startswith("--gin."))["MODEL_DIR"]
+  gin.clear_config()
+  try:
+    gin.parse_config(f"MODEL_DIR = {binding}")
+    assert gin.query_parameter("%MODEL_DIR") == "gs://bucket/xl/1"
+  finally:
+    gin.clear_config()
+
+
+def test_xm_gpu_requirements_and_eval_entry():
+  spec = xm_launch.build(["--accelerator=gpu:a100", "--num_hosts=2", "--gpus_per_host=4", "--entry=eval",
+                          "--gin_file=e.gin", "--model_dir=gs://b/e"])
+  (job,) = spec.jobs
+  assert job.module == "flan_jax.eval" and job.requirements == {"a100": 4}
+  assert (job.hosts, job.devices, job.model_dir) == (2, 8, "gs://b/e")
+
+
+def test_xm_rejects_a_local_model_dir(capsys):
+  assert xm_launch.main(["--accelerator=v4-8", "--gin_file=a.gin", "--model_dir=/tmp/x", "--dry_run"]) == 2
+  assert "gs://" in capsys.readouterr().err
+
+
+def _pod_argv(*extra):
+  return ["--accelerator=v5e-16", "--zone=us-west4-a", "--name=flan-base", "--project=proj",
+          "--gin_file=gin_configs/runs/flan_t5_base_flan2022.gin", "--model_dir=gs://bucket/base",
+          "--gin.TRAIN_STEPS=10", *extra]
+
+
+def test_tpu_pod_dry_run_creates_installs_and_starts_on_all_workers(capsys):
+  assert tpu_pod.main(_pod_argv("--flan_data_dir=gs://bucket/flan_data", "--delete_after", "--dry_run")) == 0
+  lines = [l for l in capsys.readouterr().out.splitlines() if not l.startswith("#")]
+  argvs = [shlex.split(l) for l in lines]
+  create = argvs[0]
+  assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "flan-base"]
+  assert {"--zone=us-west4-a", "--project=proj", "--accelerator-type=v5litepod-16",
+          "--version=v2-alpha-tpuv5-lite"} <= set(create)
+  assert argvs[1][:2] == ["git", "archive"]
+  assert argvs[2][4] == "scp" and "flan-base:flan_jax-src.tar.gz" in argvs[2] and "--worker=all" in argvs[2]
+  ssh = [a for a in argvs if a[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"]]
+  assert len(ssh) == 3 and all("--worker=all" in a for a in ssh)
+  assert "pip install" in ssh[0][-1] and "jax[tpu]==0.10.2" in ssh[0][-1]
+  assert "gcloud storage rsync -r gs://bucket/flan_data" in ssh[1][-1]
+  remote = shlex.split(ssh[2][-1][len("--command="):])
+  assert remote[:4] == ["cd", "flan_jax", "&&", "FLAN_JAX_DATA_DIR=$HOME/flan_data"]
+  assert remote[4:] == ["python3", "-m", "flan_jax.train", "--gin_file=gin_configs/runs/flan_t5_base_flan2022.gin",
+                        "--gin.TRAIN_STEPS=10", '--gin.MODEL_DIR="gs://bucket/base"']
+  assert argvs[-1][4:6] == ["delete", "flan-base"]
+
+
+def test_tpu_pod_without_a_data_copy_downloads_it(capsys):
+  assert tpu_pod.main(_pod_argv("--dry_run")) == 0
+  assert 'FLAN_JAX_DATA_DIR="$HOME/flan_data" flan-jax data download' in capsys.readouterr().out
+
+
+def test_tpu_pod_gpu_hosts_get_coordinator_and_process_flags(capsys):
+  assert tpu_pod.main(["--accelerator=gpu:h100", "--hosts=h0,h1,h2", "--gin_file=a.gin", "--model_dir=/shared/m",
+                       "--flan_data_dir=/shared/flan_data", "--dry_run"]) == 0
+  lines = [l for l in capsys.readouterr().out.splitlines() if not l.startswith("#")]
+  assert len(lines) == 3
+  for i, line in enumerate(lines):
+    ssh, host, remote = shlex.split(line)
+    assert (ssh, host) == ("ssh", f"h{i}")
+    args = shlex.split(remote)
+    assert args[-3:] == ["--coordinator_address=h0:8476", "--num_processes=3", f"--process_id={i}"]
+    assert "FLAN_JAX_DATA_DIR=/shared/flan_data" in args
+
+
+def test_tpu_pod_slurm_script_leaves_process_ids_to_jax(capsys):
+  assert tpu_pod.main(["--accelerator=gpu:a100", "--slurm", "--num_hosts=4", "--gpus_per_host=8",
+                       "--gin_file=a.gin", "--model_dir=/shared/m", "--dry_run"]) == 0
+  script = capsys.readouterr().out
+  assert "#SBATCH --nodes=4" in script and "#SBATCH --gpus-per-node=8" in script
+  srun = shlex.split(script.strip().splitlines()[-1])
+  assert srun[:4] == ["srun", "python3", "-m", "flan_jax.train"]
+  assert not any(a.startswith("--process_id") for a in srun)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--accelerator=v4-32", "--gin_file=a.gin", "--model_dir=gs://b/m"], "--zone"),
+    (["--accelerator=v4-32", "--zone=z", "--gin_file=a.gin", "--model_dir=/local"], "gs://"),
+    (["--accelerator=gpu:h100", "--gin_file=a.gin", "--model_dir=/m"], "--hosts"),
+    (["--accelerator=v4-32", "--zone=z", "--gin_file=a.gin", "--model_dir=gs://b", "--gin.=1"], "NAME=VALUE"),
+])
+def test_tpu_pod_rejects_bad_launches(argv, message, capsys):
+  assert tpu_pod.main(argv + ["--dry_run"]) == 2
+  assert message in capsys.readouterr().err
