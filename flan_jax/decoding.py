@@ -6,9 +6,9 @@ trip per token. The model is seen only through
     tokens_to_logits(ids: int32[N, 1], cache) -> (logits: float[N, V], cache)
 
 which consumes the token at the current position and returns the next-token logits and the updated cache (the
-model keeps its own position counter inside the cache, as T5X's flax 'cache' collection does). Sequences start
-with BOS = 0 at position 0; positions 1..max_decode_len hold the output. Optional `prompt_tokens` (decoder-only
-prefix LMs) are forced at positions 1..len(prompt) before free decoding starts; 0 is padding in a prompt.
+model keeps its own position counter inside the cache, as T5X's flax 'cache' collection does). Position 0 holds
+`initial_ids` (BOS = 0 by default; a prefilled decoder-only model passes each row's last prompt token, whose cache
+index then differs per row); positions 1..max_decode_len hold the output.
 
 Cache leaves whose leading dimension is the batch are expanded for several decodes / beams and reordered with
 the beams; other leaves (e.g. a scalar `cache_index`) are shared by every row.
@@ -57,15 +57,14 @@ def _gather_beams(tree: Any, beam_idx: jax.Array, batch_size: int, num_beams: in
   return jax.tree.map(gather, tree)
 
 
-def _prompt_arrays(prompt_tokens: jax.Array | None, rows: int, length: int) -> tuple[jax.Array, jax.Array]:
-  """The forced tokens laid out on the sequence buffer ([rows, length + 1]) and each row's prompt length."""
-  if prompt_tokens is None:
-    return jnp.zeros((rows, length + 1), jnp.int32), jnp.zeros((rows,), jnp.int32)
-  prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
-  if prompt_tokens.shape[1] >= length:
-    raise ValueError(f"prompt length {prompt_tokens.shape[1]} leaves no room in max_decode_len={length}")
-  buf = jnp.zeros((rows, length + 1), jnp.int32).at[:, 1:1 + prompt_tokens.shape[1]].set(prompt_tokens)
-  return buf, jnp.sum(prompt_tokens != PAD_ID, axis=1).astype(jnp.int32)
+def _initial_buffer(initial_ids: jax.Array | None, rows: int, length: int) -> jax.Array:
+  seqs = jnp.zeros((rows, length + 1), jnp.int32)
+  if initial_ids is None:
+    return seqs
+  initial_ids = jnp.asarray(initial_ids, jnp.int32)
+  if initial_ids.shape != (rows,):
+    raise ValueError(f"initial_ids must have shape ({rows},), got {initial_ids.shape}")
+  return seqs.at[:, 0].set(initial_ids)
 
 
 def _filter_logits(logits: jax.Array, topk: int, topp: float) -> jax.Array:
@@ -96,14 +95,14 @@ def temperature_sample(
     topk: int = 0,
     topp: float = 0.0,
     num_decodes: int = 1,
-    prompt_tokens: jax.Array | None = None,
+    initial_ids: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Samples `num_decodes` sequences per input; temperature 0 is greedy (argmax).
 
-  `cache` is for `batch_size` rows; `tokens_to_logits` must already see inputs expanded to
+  `cache` and `initial_ids` are for `batch_size` rows; `tokens_to_logits` must already see inputs expanded to
   batch_size * num_decodes rows in the order [b0 d0, b0 d1, ..., b1 d0, ...] (see `expand_batch`).
-  Returns tokens int32[batch, num_decodes, max_decode_len] (EOS kept, zeros after it, prompt included) and the
-  summed log-probability of the generated tokens under the model's unfiltered, untempered distribution.
+  Returns tokens int32[batch, num_decodes, max_decode_len] (EOS kept, zeros after it) and the summed
+  log-probability of the generated tokens under the model's unfiltered, untempered distribution.
   """
   if temperature < 0:
     raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -113,9 +112,9 @@ def temperature_sample(
     raise ValueError("sampling with temperature > 0 needs an rng")
   rows = batch_size * num_decodes
   cache = expand_batch(cache, batch_size, num_decodes)
-  if prompt_tokens is not None:
-    prompt_tokens = jnp.repeat(jnp.asarray(prompt_tokens, jnp.int32), num_decodes, axis=0)
-  forced_buf, prompt_len = _prompt_arrays(prompt_tokens, rows, max_decode_len)
+  if initial_ids is not None:
+    initial_ids = jnp.repeat(jnp.asarray(initial_ids, jnp.int32), num_decodes, axis=0)
+  seqs = _initial_buffer(initial_ids, rows, max_decode_len)
   rng = jax.random.PRNGKey(0) if rng is None else rng
 
   def cond(state):
@@ -127,25 +126,20 @@ def temperature_sample(
     ids = jax.lax.dynamic_slice_in_dim(seqs, i, 1, axis=1)
     logits, cache = tokens_to_logits(ids, cache)
     logits = logits.astype(jnp.float32)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
     rng, step_rng = jax.random.split(rng)
     if temperature == 0:
       sampled = jnp.argmax(logits, axis=-1)
     else:
       filtered = _filter_logits(logits / temperature, topk, topp)
       sampled = jax.random.categorical(step_rng, filtered, axis=-1)
-    sampled = sampled.astype(jnp.int32)
-    forced = i < prompt_len
-    free = ~forced & ~finished
-    nxt = jnp.where(forced, forced_buf[:, i + 1], jnp.where(finished, PAD_ID, sampled))
-    token_lp = jnp.take_along_axis(log_probs, nxt[:, None], axis=-1)[:, 0]
-    logprob = logprob + jnp.where(free, token_lp, 0.0)
-    finished = finished | (free & (nxt == eos_id))
+    nxt = jnp.where(finished, PAD_ID, sampled.astype(jnp.int32))
+    token_lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), nxt[:, None], axis=-1)[:, 0]
+    logprob = logprob + jnp.where(finished, 0.0, token_lp)
+    finished = finished | (nxt == eos_id)
     seqs = jax.lax.dynamic_update_slice_in_dim(seqs, nxt[:, None], i + 1, axis=1)
     return i + 1, seqs, cache, finished, logprob, rng
 
-  init = (jnp.int32(0), jnp.zeros((rows, max_decode_len + 1), jnp.int32), cache,
-          jnp.zeros((rows,), bool), jnp.zeros((rows,), jnp.float32), rng)
+  init = (jnp.int32(0), seqs, cache, jnp.zeros((rows,), bool), jnp.zeros((rows,), jnp.float32), rng)
   _, seqs, _, _, logprob, _ = jax.lax.while_loop(cond, body, init)
   return (seqs[:, 1:].reshape(batch_size, num_decodes, max_decode_len),
           logprob.reshape(batch_size, num_decodes))
@@ -163,25 +157,25 @@ def beam_search(
     eos_id: int,
     num_beams: int,
     alpha: float = 0.6,
-    prompt_tokens: jax.Array | None = None,
+    initial_ids: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Beam search with T5X's length penalty; returns the `num_beams` best sequences, best first.
 
   A hypothesis ends at EOS or at max_decode_len (then it is kept unterminated). Its score is its summed log-prob
-  divided by length_penalty(number of generated tokens, EOS included, prompt excluded). `tokens_to_logits` must
-  see inputs expanded to batch_size * num_beams rows, beam-major within each example (see `expand_batch`).
+  divided by length_penalty(number of generated tokens, EOS included). `tokens_to_logits` must see inputs
+  expanded to batch_size * num_beams rows, beam-major within each example (see `expand_batch`).
   Returns tokens int32[batch, num_beams, max_decode_len] and scores float32[batch, num_beams].
   """
   if alpha < 0:
     raise ValueError(f"alpha must be >= 0 (the early-stopping bound relies on it), got {alpha}")
   b, k, length = batch_size, num_beams, max_decode_len
   cache = expand_batch(cache, b, k)
-  forced_buf, prompt_len = _prompt_arrays(prompt_tokens, b, length)
-  max_gen_len = length - prompt_len  # [b]
+  start = _initial_buffer(initial_ids, b, length)
+  best_possible_lp = length_penalty(length, alpha)
 
   def cond(state):
     i, _, alive_lp, _, fin_scores, fin_flags, _ = state
-    best_possible = jnp.max(alive_lp, axis=1) / length_penalty(max_gen_len, alpha)
+    best_possible = jnp.max(alive_lp, axis=1) / best_possible_lp
     worst_finished = jnp.min(jnp.where(fin_flags, fin_scores, NEG_INF), axis=1)
     done = jnp.all(fin_flags, axis=1) & (best_possible <= worst_finished)
     return (i < length) & ~jnp.all(done)
@@ -192,34 +186,27 @@ def beam_search(
     logits, cache = tokens_to_logits(ids, cache)
     vocab = logits.shape[-1]
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, vocab)
-    forced = i < prompt_len  # [b]
-    forced_lp = jnp.where(jnp.arange(vocab)[None, :] == forced_buf[:, i + 1, None], 0.0, NEG_INF)
-    log_probs = jnp.where(forced[:, None, None], forced_lp[:, None, :], log_probs)
     cand = (alive_lp[:, :, None] + log_probs).reshape(b, k * vocab)
     top_lp, top_idx = jax.lax.top_k(cand, 2 * k)
     top_beam, top_tok = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
     top_seqs = jnp.take_along_axis(alive, top_beam[:, :, None], axis=1)
     top_seqs = jax.lax.dynamic_update_slice_in_dim(top_seqs, top_tok[:, :, None], i + 1, axis=2)
 
-    gen_len = i + 1 - prompt_len  # [b]
-    last = (i + 1 == length)
-    ends = ~forced[:, None] & ((top_tok == eos_id) | last) & (top_lp > NEG_INF / 2)
-    new_scores = jnp.where(ends, top_lp / length_penalty(gen_len, alpha)[:, None], NEG_INF)
-    all_scores = jnp.concatenate([fin_scores, new_scores], axis=1)
-    all_flags = jnp.concatenate([fin_flags, ends], axis=1)
-    all_seqs = jnp.concatenate([fin_seqs, top_seqs], axis=1)
-    fin_scores, keep = jax.lax.top_k(all_scores, k)
-    fin_flags = jnp.take_along_axis(all_flags, keep, axis=1)
-    fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
+    # Candidates ending in EOS (or hitting the length limit) compete with the finished set.
+    ends = ((top_tok == eos_id) | (i + 1 == length)) & (top_lp > NEG_INF / 2)
+    new_scores = jnp.where(ends, top_lp / length_penalty(i + 1, alpha), NEG_INF)
+    fin_scores, keep = jax.lax.top_k(jnp.concatenate([fin_scores, new_scores], axis=1), k)
+    fin_flags = jnp.take_along_axis(jnp.concatenate([fin_flags, ends], axis=1), keep, axis=1)
+    fin_seqs = jnp.take_along_axis(jnp.concatenate([fin_seqs, top_seqs], axis=1), keep[:, :, None], axis=1)
 
-    alive_cand = jnp.where(~forced[:, None] & (top_tok == eos_id), NEG_INF, top_lp)
-    alive_lp, keep = jax.lax.top_k(alive_cand, k)
+    # The rest stay alive; the cache follows the beams they extend.
+    alive_lp, keep = jax.lax.top_k(jnp.where(top_tok == eos_id, NEG_INF, top_lp), k)
     alive = jnp.take_along_axis(top_seqs, keep[:, :, None], axis=1)
     cache = _gather_beams(cache, jnp.take_along_axis(top_beam, keep, axis=1), b, k)
     return i + 1, alive, alive_lp, fin_seqs, fin_scores, fin_flags, cache
 
   alive_lp = jnp.tile(jnp.asarray([0.0] + [NEG_INF] * (k - 1), jnp.float32), (b, 1))
-  init = (jnp.int32(0), jnp.zeros((b, k, length + 1), jnp.int32), alive_lp,
+  init = (jnp.int32(0), jnp.repeat(start[:, None, :], k, axis=1), alive_lp,
           jnp.zeros((b, k, length + 1), jnp.int32), jnp.full((b, k), NEG_INF, jnp.float32),
           jnp.zeros((b, k), bool), cache)
   _, _, _, fin_seqs, fin_scores, _, _ = jax.lax.while_loop(cond, body, init)

@@ -156,18 +156,28 @@ def test_sampling_stops_at_eos_and_pads_after():
   assert (arr[:, :, 1] == EOS).all() and (arr[:, :, 2:] == 0).all() and (arr[:, :, 0] >= 2).all()
 
 
-def test_prompt_tokens_are_forced_and_excluded_from_scores():
+def test_initial_ids_start_each_row():
+  """A prefilled decoder-only model starts each row from its own last prompt token."""
   batch = 2
-  logits_fn, make_ttl, cache = make_toy(4, batch, length=6)
-  prompt = jnp.asarray([[3, 2], [2, 0]])
-  toks, lp = decoding.greedy_decode(make_ttl(1), cache, batch_size=batch, max_decode_len=6, eos_id=EOS,
-                                    prompt_tokens=prompt)
-  assert np.asarray(toks[0, 0, :2]).tolist() == [3, 2] and int(toks[1, 0, 0]) == 2
-  for row, plen in ((0, 2), (1, 1)):
-    out = np.asarray(toks[row, 0]).tolist()
-    full = decoding.strip_after_eos(out, EOS) + ([EOS] if EOS in out else [])
-    gen_lp = seq_logprob(logits_fn, row, full) - seq_logprob(logits_fn, row, full[:plen])
-    assert float(lp[row, 0]) == pytest.approx(gen_lp, abs=1e-4)
+  logits_fn, make_ttl, cache = make_toy(4, batch)
+  start = jnp.asarray([3, 2])
+  toks, lp = decoding.greedy_decode(make_ttl(1), cache, batch_size=batch, max_decode_len=LENGTH, eos_id=EOS,
+                                    initial_ids=start)
+  beams, _ = decoding.beam_search(make_ttl(1), cache, batch_size=batch, max_decode_len=LENGTH, eos_id=EOS,
+                                  num_beams=1, initial_ids=start)
+  np.testing.assert_array_equal(toks, beams)
+  for row in range(batch):
+    prev, state, want, total = int(start[row]), 0, [], 0.0
+    for step in range(LENGTH):
+      state += prev
+      step_lp = jax.nn.log_softmax(logits_fn(step, prev, state, row))
+      prev = int(jnp.argmax(step_lp))
+      total += float(step_lp[prev])
+      want.append(prev)
+      if prev == EOS:
+        break
+    assert np.asarray(toks[row, 0]).tolist()[:len(want)] == want
+    assert float(lp[row, 0]) == pytest.approx(total, abs=1e-4)
 
 
 def test_bad_arguments_are_rejected():
@@ -176,6 +186,6 @@ def test_bad_arguments_are_rejected():
     decoding.temperature_sample(make_ttl(1), cache, batch_size=1, max_decode_len=2, eos_id=EOS)
   with pytest.raises(ValueError, match="alpha"):
     decoding.beam_search(make_ttl(1), cache, batch_size=1, max_decode_len=2, eos_id=EOS, num_beams=1, alpha=-1)
-  with pytest.raises(ValueError, match="prompt length"):
+  with pytest.raises(ValueError, match="initial_ids"):
     decoding.greedy_decode(make_ttl(1), cache, batch_size=1, max_decode_len=2, eos_id=EOS,
-                           prompt_tokens=jnp.ones((1, 2), jnp.int32))
+                           initial_ids=jnp.ones((2,), jnp.int32))
