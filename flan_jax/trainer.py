@@ -18,10 +18,20 @@ from jax.sharding import PartitionSpec
 from flan_jax import partitioning as partitioning_lib
 from flan_jax import train_state as train_state_lib
 
-# Metrics the model reports as sums over tokens (they add across microbatches); other metrics are per-token
-# means and are combined weighted by each microbatch's non-padding target tokens.
-SUMMED_METRICS = frozenset({"loss", "cross_ent_loss", "z_loss", "weight_sum", "num_tokens", "nonpadding_tokens"})
+# Metrics the model reports as sums (`loss`, `z_loss`, `cross_ent_loss`, `num_*`) add across microbatches; the
+# others are ratios: `*_per_all_target_tokens` are combined weighted by each microbatch's target tokens, every
+# other ratio (accuracy, per-non-padding-token losses) weighted by its non-padding target tokens.
 TOKENS = "nonpadding_tokens"
+
+
+def _is_summed(name: str) -> bool:
+  return name in ("loss", "z_loss", "cross_ent_loss", TOKENS) or name.startswith("num_")
+
+
+def _weight(name: str, mb: Mapping[str, jax.Array]) -> jax.Array:
+  if name.endswith("per_all_target_tokens"):
+    return jnp.asarray(mb["decoder_target_tokens"].size, jnp.float32)
+  return _token_count(mb)
 
 
 def _params_of(variables: Any) -> Any:
@@ -125,9 +135,8 @@ class Trainer:
       acc_grads, acc_metrics = carry
       index, mb = inputs
       (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, index))
-      tokens = _token_count(mb)
-      metrics = dict(metrics, loss=loss, **{TOKENS: tokens})
-      weighted = {m: (v if m in SUMMED_METRICS else v * tokens) for m, v in metrics.items()}
+      metrics = dict(metrics, loss=loss, **{TOKENS: _token_count(mb)})
+      weighted = {m: (v if _is_summed(m) else v * _weight(m, mb)) for m, v in metrics.items()}
       acc_grads = jax.tree.map(jnp.add, acc_grads, grads)
       acc_metrics = jax.tree.map(jnp.add, acc_metrics, weighted)
       return (acc_grads, acc_metrics), None
@@ -138,8 +147,14 @@ class Trainer:
                      loss=0.0, **{TOKENS: 0.0}))
     zeros_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metric_shapes)
     (grads, metrics), _ = jax.lax.scan(body, (zeros_grads, zeros_metrics), (jnp.arange(k), micro))
-    total = metrics[TOKENS]
-    metrics = {m: (v if m in SUMMED_METRICS else v / jnp.maximum(total, 1.0)) for m, v in metrics.items()}
+    totals = {"all": jnp.asarray(batch["decoder_target_tokens"].size, jnp.float32), "nonpad": metrics[TOKENS]}
+
+    def combine(m, v):
+      if _is_summed(m):
+        return v
+      return v / jnp.maximum(totals["all" if m.endswith("per_all_target_tokens") else "nonpad"], 1.0)
+
+    metrics = {m: combine(m, v) for m, v in metrics.items()}
     return grads, metrics
 
   def _train_step_fn(self, state: train_state_lib.TrainState, batch: Mapping[str, jax.Array], dropout_key: jax.Array):
@@ -200,3 +215,12 @@ class Trainer:
       cost = cost[0] if cost else None
     flops = (cost or {}).get("flops")
     return float(flops) if flops else None
+
+
+def check_finite(metrics: Mapping[str, float], step: int) -> None:
+  """Stops training with a clear error when the loss is NaN or infinite."""
+  loss = float(metrics["loss"])
+  if not np.isfinite(loss):
+    raise FloatingPointError(
+        f"step {step}: loss is {loss}; training stopped (lower LEARNING_RATE, check the data, or resume from the "
+        f"last checkpoint)")

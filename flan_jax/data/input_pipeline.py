@@ -1,0 +1,170 @@
+"""Per-host training input: this process's shard of a SeqIO mixture -> batches -> global device arrays.
+
+Each process reads `ShardInfo(process_index, process_count)` of the mixture and batches `batch_size / processes`
+rows; the trainer assembles global arrays from the process-local rows. The iterator's state is the number of
+batches consumed (plus what identifies the stream); restoring rebuilds the same deterministic stream and skips
+exactly that many batches, so a resumed run sees the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import sys
+import threading
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+
+class InputConfigError(ValueError):
+  """A bad input setting; the message names the gin binding."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+  mixture_or_task_name: str
+  task_feature_lengths: Mapping[str, int]
+  batch_size: int
+  split: str = "train"
+  shuffle: bool = True
+  seed: int = 0
+  num_epochs: int | None = None
+  use_cached: bool = False
+
+
+def check_mixture(name: str, binding: str = "MIXTURE_OR_TASK_NAME") -> seqio.Task | seqio.Mixture:
+  """The registered task or mixture, or an error naming the binding and what is registered."""
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError:
+    known = sorted(set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names()))
+    hint = ", ".join(known[:8]) + (" ..." if len(known) > 8 else "")
+    raise InputConfigError(
+        f"{binding}={name!r} is not a registered SeqIO task or mixture (is MIXTURE_OR_TASK_MODULE imported?); "
+        f"{len(known)} registered: {hint}") from None
+
+
+def build_host_dataset(config: InputConfig, feature_converter: seqio.FeatureConverter,
+                       process_index: int, process_count: int) -> tf.data.Dataset:
+  """This process's batches (batch_size / process_count rows each), endless unless num_epochs is set."""
+  check_mixture(config.mixture_or_task_name)
+  if config.batch_size % process_count:
+    raise InputConfigError(f"BATCH_SIZE={config.batch_size} is not divisible by the {process_count} processes")
+  ds = seqio.get_dataset(
+      mixture_or_task_name=config.mixture_or_task_name,
+      task_feature_lengths=dict(config.task_feature_lengths),
+      dataset_split=config.split,
+      shuffle=config.shuffle,
+      num_epochs=config.num_epochs,
+      feature_converter=feature_converter,
+      shard_info=seqio.ShardInfo(index=process_index, num_shards=process_count),
+      use_cached=config.use_cached,
+      seed=config.seed,
+  )
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = ds.with_options(options)
+  return ds.batch(config.batch_size // process_count, drop_remainder=True)
+
+
+class ResumableIterator:
+  """Numpy batches from a deterministic dataset; `state()` / `restore(state)` by exact skipping."""
+
+  def __init__(self, make_dataset: Callable[[], tf.data.Dataset], identity: Mapping[str, Any], start: int = 0):
+    self._make_dataset = make_dataset
+    self.identity = dict(identity)
+    self._reset(start)
+
+  def _reset(self, start: int) -> None:
+    ds = self._make_dataset()
+    if start:
+      ds = ds.skip(start)
+    self._it = ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    self.consumed = start
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._it)
+    self.consumed += 1
+    return batch
+
+  def state(self, consumed: int | None = None) -> dict[str, Any]:
+    return dict(self.identity, batches_consumed=self.consumed if consumed is None else consumed)
+
+  def restore(self, state: Mapping[str, Any]) -> None:
+    mismatched = {k: (state.get(k), v) for k, v in self.identity.items()
+                  if k != "process_count" and state.get(k) != v}
+    if mismatched:
+      raise InputConfigError(
+          f"the checkpoint's dataset state does not match this run's input: {mismatched} (saved, now)")
+    if state.get("process_count") != self.identity.get("process_count"):
+      print(f"warning: resuming with {self.identity.get('process_count')} processes where the checkpoint had "
+            f"{state.get('process_count')}; per-host shards differ, so the batch stream differs", file=sys.stderr)
+    self._reset(int(state["batches_consumed"]))
+
+
+def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter,
+                  process_index: int, process_count: int) -> ResumableIterator:
+  identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
+              "seed": config.seed, "split": config.split, "process_count": process_count,
+              "task_feature_lengths": dict(config.task_feature_lengths)}
+  build_host_dataset(config, feature_converter, process_index, process_count)  # validates before any compile
+  return ResumableIterator(
+      lambda: build_host_dataset(config, feature_converter, process_index, process_count), identity)
+
+
+class DevicePrefetcher:
+  """Turns host batches into global device arrays on a background thread, `depth` batches ahead.
+
+  `consumed` counts the batches handed to the caller, which is what a checkpoint must record (batches still
+  in the queue were read from the host iterator but not trained on).
+  """
+
+  _DONE = object()
+
+  def __init__(self, iterator: ResumableIterator, place: Callable[[dict[str, np.ndarray]], Any], depth: int = 2):
+    self._iterator = iterator
+    self._place = place
+    self.consumed = iterator.consumed
+    self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._work, daemon=True)
+    self._thread.start()
+
+  def _work(self) -> None:
+    try:
+      for batch in self._iterator:
+        item = self._place(batch)
+        while not self._stop.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if self._stop.is_set():
+          return
+      self._queue.put(self._DONE)
+    except BaseException as e:  # noqa: BLE001 - re-raised in the consumer thread
+      self._queue.put(e)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Any:
+    item = self._queue.get()
+    if item is self._DONE:
+      raise StopIteration
+    if isinstance(item, BaseException):
+      raise item
+    self.consumed += 1
+    return item
+
+  def state(self) -> dict[str, Any]:
+    return self._iterator.state(self.consumed)
+
+  def close(self) -> None:
+    self._stop.set()
