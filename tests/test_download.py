@@ -163,6 +163,7 @@ def test_full_download_derives_and_verifies(tmp_path, mirror, server):
   for rel, content in expected.items():
     assert (data / rel).read_bytes() == content, rel
   assert not list(data.rglob("*.part")) and not list(data.rglob("*.tmp"))
+  assert not (data / dl.UPSTREAM_CACHE).exists()
   checks = manifest_lib.verify(data, manifest)
   assert {c.status for c in checks} == {"ok", "unpinned"}
   assert [c.entry.path for c in checks if c.status == "unpinned"] == ["niv2/tasks/task001_copy.json"]
@@ -299,7 +300,7 @@ def test_verify_good_and_broken_copies(tmp_path, flan_data_dir, capsys):
   assert "MISSING  eval/gsm8k/test.jsonl" in out
   assert "SIZE     eval/bbh/boolean_expressions.json  expected 17172 bytes, found 2" in out
   actual = manifest_lib.sha256_file(prompt)
-  assert f"SHA256   eval/bbh/cot-prompts/boolean_expressions.txt  expected sha256 " in out
+  assert "SHA256   eval/bbh/cot-prompts/boolean_expressions.txt  expected sha256 " in out
   assert actual in out
   assert "flan-jax data download --only bbh gsm8k" in out
 
@@ -362,3 +363,16 @@ def test_malformed_manifest_is_refused(tmp_path):
       {"path": "x", "group": "b", "sha256": None, "bytes": None, "upstream": []}]}))
   with pytest.raises(manifest_lib.ManifestError, match=r"files\[0\] \(x\): group 'b'"):
     manifest_lib.load_manifest(bad)
+
+
+def test_malformed_unpinned_download_is_discarded(tmp_path, mirror, server):
+  raw = json.loads(json.dumps(mirror[1]))
+  raw["file_sets"][0]["names"].append("task002_broken")
+  (mirror[0] / NIV2[0] / NIV2[1] / "tasks" / "task002_broken.json").write_bytes(b'{"Definition": [')
+  manifest = _manifest(tmp_path, raw)
+  data = tmp_path / "data"
+  result = dl.download(data, ["niv2"], server[0], manifest, log=_quiet)
+  assert len(result.errors) == 1
+  assert result.errors[0].startswith("niv2/tasks/task002_broken.json: malformed download from ")
+  assert not list((data / "niv2" / "tasks").glob("task002_broken.json*"))
+  assert (data / "niv2" / "tasks" / "task001_copy.json").read_bytes() == TASK

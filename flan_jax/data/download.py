@@ -5,10 +5,11 @@ commit (`{base_url}/{repo}/{commit}/{path}`; `--base_url` or `$FLAN_JAX_DOWNLOAD
 a mirror). Each file is written to `NAME.part` in its final directory, resumed with an HTTP Range
 request if a `.part` is already there, checked against the pinned sha256 and size, and only then
 renamed into place; a mismatch deletes the download and names the file with both hashes. Derived
-files (templates.json, ..., the MMLU CSVs) are produced by `upstream_ast` from upstream inputs kept
-under `DATA_DIR/.upstream/` and checked against their pinned sha256 before they are written (again
-atomically). Before any of that, one short TCP probe of the server makes an offline machine fail
-within seconds instead of after minutes of DNS and connect retries.
+files (templates.json, ..., the MMLU CSVs) are produced by `upstream_ast` from upstream inputs
+fetched to `DATA_DIR/.upstream/` (removed once a run succeeds) and checked against their pinned
+sha256 before they are written (again atomically). Before any of that, one short TCP probe of the
+server makes an offline machine fail within seconds instead of after minutes of DNS and connect
+retries.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import socket
 import sys
 import tempfile
@@ -237,6 +239,9 @@ def download(data_dir: str | os.PathLike, groups: list[str] | None = None,
       result.counts[status] = result.counts.get(status, 0) + 1
       if verbose or status != "present":
         log(f"{status:<8} {entry.path}")
+  if not result.errors:
+    # Upstream inputs of derived files are kept only while a rerun may still need them.
+    shutil.rmtree(data_dir / UPSTREAM_CACHE, ignore_errors=True)
   summary = ", ".join(f"{n} {s}" for s, n in result.counts.items() if n)
   log(f"done: {summary}; {len(result.errors)} error(s)")
   return result
