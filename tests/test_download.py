@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import download as dl
 from flan_jax.data import manifest as manifest_lib
 from flan_jax.data import upstream_ast
@@ -29,6 +30,13 @@ VOCAB = bytes(range(256)) * 64  # binary, 16 KiB: large enough to be cut in half
 TSV = "Q1\tA1\tbecause 1\nQ2\tA2\tbecause 2\n".encode()
 TASK = json.dumps({"Definition": ["Copy the input."], "Instances": [
     {"id": "t-1", "input": "ü", "output": ["ü"]}]}, indent=4, ensure_ascii=False).encode()
+
+
+@pytest.fixture(autouse=True)
+def _reset_data_dir():
+  """The CLI funcs set the process-wide data dir; later tests must see the default again."""
+  yield
+  data_dir_lib.set_data_dir(None)
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -277,8 +285,9 @@ def test_verify_good_and_broken_copies(tmp_path, flan_data_dir, capsys):
   good = tmp_path / "good"
   _copy_subset(flan_data_dir, good, rels)
   parser = argparse.ArgumentParser()
+  parser.add_argument("--data_dir")  # as `flan-jax data --data_dir D verify` gives it
   dl.register_cli(parser.add_subparsers())
-  args = parser.parse_args(["verify", "--data_dir", str(good), "--only", "gsm8k"])
+  args = parser.parse_args(["--data_dir", str(good), "verify", "--only", "gsm8k"])
   assert args.func(args) == 0
   assert "all files present and matching the manifest" in capsys.readouterr().out
   broken = tmp_path / "broken"

@@ -248,7 +248,9 @@ def download(data_dir: str | os.PathLike, groups: list[str] | None = None,
 
 
 def _resolve_data_dir(args: argparse.Namespace) -> pathlib.Path:
-  data_dir_lib.set_data_dir(args.data_dir)
+  # A --data_dir given to `flan-jax data` itself is already set; this one is for the subcommand.
+  if getattr(args, "data_dir", None):
+    data_dir_lib.set_data_dir(args.data_dir)
   return data_dir_lib.data_dir()
 
 
@@ -282,7 +284,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--data_dir", default=None,
+  parser.add_argument("--data_dir", default=argparse.SUPPRESS,
                       help=f"data dir (default: ${data_dir_lib.ENV_VAR}, then the cache dir)")
   parser.add_argument("--only", nargs="+", metavar="SOURCE", default=None,
                       help="restrict to these groups: " + ", ".join(
