@@ -87,3 +87,13 @@ class TinyModel:
     z_loss = self.z_loss * jnp.sum(jnp.square(log_z) * weights)
     accuracy = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / jnp.maximum(jnp.sum(weights), 1.0)
     return cross_ent + z_loss, {"cross_ent_loss": cross_ent, "z_loss": z_loss, "accuracy": accuracy}
+
+
+def register_with_gin() -> None:
+  """Lets test gin files bind `tiny_model.TinyModel` (they `import tests.tiny_model`)."""
+  import gin
+  if not gin.config._REGISTRY.get_match("tiny_model.TinyModel"):
+    gin.external_configurable(TinyModel, module="tiny_model")
+
+
+register_with_gin()

@@ -39,15 +39,25 @@ class Checkpointer:
       max_to_keep: int | None = None,
       save_interval_steps: int = 1,
       async_save: bool = True,
+      create: bool = True,
   ):
     self.directory = os.fspath(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         save_interval_steps=save_interval_steps,
         enable_async_checkpointing=async_save,
-        create=True,
+        create=create,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEM_NAMES)
+
+  @staticmethod
+  def is_checkpoint_dir(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds at least one committed step of ours (a step dir with a `params` item)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+      return False
+    return any(name.isdigit() and os.path.isdir(os.path.join(directory, name, PARAMS))
+               for name in os.listdir(directory))
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())

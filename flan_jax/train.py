@@ -1,0 +1,319 @@
+"""`flan-jax train` / `python -m flan_jax.train`: T5X-style finetuning driven by gin.
+
+Flags: --gin_file (repeatable), --gin.NAME=VALUE, --gin_bindings, --gin_search_paths, --data_dir, --tfds_data_dir,
+and for multi-host runs --coordinator_address / --process_count / --process_index (on TPU, jax finds them itself).
+`gin_configs/runs/finetune.gin` binds `train` to T5X's macros (MODEL_DIR, MIXTURE_OR_TASK_NAME, TRAIN_STEPS, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import gin
+import jax
+import numpy as np
+
+from flan_jax import gin_utils
+
+
+def _parse_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+  bindings, rest = gin_utils.split_gin_flags(argv)
+  parser = argparse.ArgumentParser(prog="flan-jax train", description=__doc__.splitlines()[0])
+  gin_utils.add_flags(parser)
+  parser.add_argument("--data_dir", default=None, help="the Flan data dir (default $FLAN_JAX_DATA_DIR)")
+  parser.add_argument("--tfds_data_dir", default=None, help="TFDS data dir (read only)")
+  parser.add_argument("--coordinator_address", default=None, help="host:port of process 0 (multi-host)")
+  parser.add_argument("--process_count", type=int, default=None)
+  parser.add_argument("--process_index", type=int, default=None)
+  parser.add_argument("--cpu_collectives", default="gloo", help="CPU cross-process collectives (multi-host CPU)")
+  args = parser.parse_args(rest)
+  return args, bindings + list(args.gin_bindings)
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+  if args.coordinator_address is None and args.process_count is None:
+    if os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
+      jax.distributed.initialize()
+    return
+  if None in (args.coordinator_address, args.process_count, args.process_index):
+    raise ValueError("--coordinator_address, --process_count and --process_index go together")
+  if args.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", args.cpu_collectives)
+  jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.process_count,
+                             process_id=args.process_index)
+
+
+@dataclasses.dataclass
+class _StopFlag:
+  requested: bool = False
+  signal_name: str = ""
+
+
+def _import_modules(modules: Any) -> None:
+  if not modules:
+    return
+  for name in ([modules] if isinstance(modules, str) else modules):
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      raise ValueError(f"MIXTURE_OR_TASK_MODULE={name!r} could not be imported: {e}") from None
+
+
+def _initial_state(trainer, path: str, fmt: str):
+  """Params (and optimizer state, where the source has ours or T5X's) from INITIAL_CHECKPOINT_PATH."""
+  from flan_jax.checkpoints import manager
+
+  abstract = trainer.abstract_state_with_shardings()
+  if fmt == "auto":
+    if os.path.exists(os.path.join(path, "config.json")):
+      fmt = "hf"
+    elif manager.Checkpointer.is_checkpoint_dir(path):
+      fmt = "ours"
+    else:
+      fmt = "t5x"
+  if fmt == "ours":
+    with manager.Checkpointer(path, async_save=False, create=False) as ckpt:
+      step = ckpt.latest_step()
+      has_opt = step is not None and manager.OPT_STATE in ckpt.item_names_at(step)
+      restored = ckpt.restore(abstract_params=abstract.params,
+                              abstract_opt_state=abstract.opt_state if has_opt else None, with_dataset=False)
+    params = restored["params"]
+    opt_state = restored["opt_state"] if has_opt else None
+  elif fmt == "t5x":
+    from flan_jax.checkpoints import t5x
+    ckpt = t5x.T5XCheckpoint(path)
+    params = ckpt.params(shardings=trainer.state_shardings.params, expected=abstract.params)
+    t5x_opt = ckpt.optimizer_state()
+    slots = {}
+    from flan_jax.checkpoints import flatten
+    for name, value in flatten(t5x_opt["param_states"]).items():
+      param_name, slot = name.rsplit("/", 1)
+      slots.setdefault(param_name, {})[slot] = np.asarray(value)
+    opt_state = trainer.optimizer.state_from_t5x(abstract.params, slots, int(t5x_opt["step"]))
+  elif fmt == "hf":
+    from flan_jax.checkpoints import hf
+    _, params = hf.load(path)
+    opt_state = None
+  else:
+    raise ValueError(f"INITIAL_CHECKPOINT_FORMAT={fmt!r}: choose auto, ours, t5x or hf")
+  from flan_jax import train_state as train_state_lib
+  if opt_state is None:
+    opt_state = trainer.optimizer.init(params)
+  return trainer.place_state(train_state_lib.TrainState(params=params, opt_state=opt_state))
+
+
+@gin.configurable(denylist=["gin_config_str"])
+def train(
+    *,
+    model: Any = gin.REQUIRED,
+    model_dir: str = gin.REQUIRED,
+    mixture_or_task_name: str = gin.REQUIRED,
+    task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+    train_steps: int = gin.REQUIRED,
+    batch_size: int = gin.REQUIRED,
+    mixture_or_task_module: Any = None,
+    learning_rate: float = 1e-3,
+    learning_rate_schedule: str = "constant",
+    warmup_steps: int = 0,
+    adafactor: Any = None,
+    partitioner: Any = None,
+    feature_converter: Any = None,
+    num_microbatches: int = 1,
+    random_seed: int = 0,
+    shuffle: bool = True,
+    use_cached: bool = False,
+    initial_checkpoint_path: str | None = None,
+    initial_checkpoint_format: str = "auto",
+    checkpoint_period: int = 1000,
+    keep_checkpoints: int | None = None,
+    eval_period: int = 0,
+    eval_mixture_or_task_name: str | None = None,
+    eval_split: str = "validation",
+    eval_steps: int = 10,
+    log_period: int = 1,
+    peak_flops_per_device: float | None = None,
+    gin_config_str: str = "",
+) -> dict[str, float]:
+  """Finetunes `model` on a SeqIO mixture until step `train_steps`; returns the last logged metrics."""
+  from flan_jax import optimizers, partitioning, trainer as trainer_lib
+  from flan_jax.checkpoints import manager
+  from flan_jax.data import feature_converters, input_pipeline
+  from flan_jax.metrics_writer import MetricsWriter, measure_matmul_peak_flops
+
+  # --- everything that can be wrong with the configuration fails here, before any compile
+  _import_modules(mixture_or_task_module)
+  input_pipeline.check_mixture(mixture_or_task_name, "MIXTURE_OR_TASK_NAME")
+  if eval_period:
+    input_pipeline.check_mixture(eval_mixture_or_task_name or "", "EVAL_MIXTURE_OR_TASK_NAME")
+  part = partitioning.Partitioner(partitioner or partitioning.PartitionerConfig())
+  part.check_batch_size(batch_size, "BATCH_SIZE")
+  converter = feature_converter or feature_converters.get_feature_converter("encoder_decoder")
+  input_config = input_pipeline.InputConfig(
+      mixture_or_task_name, dict(task_feature_lengths), batch_size, shuffle=shuffle, seed=random_seed,
+      use_cached=use_cached)
+  host_it = input_pipeline.host_iterator(input_config, converter, jax.process_index(), jax.process_count())
+  spec = host_it._make_dataset().element_spec
+  batch_shapes = {k: (batch_size,) + tuple(v.shape[1:]) for k, v in spec.items()}
+  batch_dtypes = {k: v.dtype.as_numpy_dtype for k, v in spec.items()}
+  schedule = optimizers.make_schedule(learning_rate_schedule, learning_rate, warmup_steps, train_steps)
+  optimizer = optimizers.Adafactor(adafactor or optimizers.AdafactorConfig(), schedule)
+  trainer = trainer_lib.Trainer(model, optimizer, part, batch_shapes,
+                                trainer_lib.TrainerConfig(num_microbatches=num_microbatches, seed=random_seed),
+                                batch_dtypes=batch_dtypes)
+
+  os.makedirs(model_dir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(model_dir, "config.gin"), "w") as f:
+      f.write(gin_config_str)
+  print(f"flan-jax train: {part.describe()}; batch {batch_shapes}", flush=True)
+
+  # --- state: resume from MODEL_DIR, else INITIAL_CHECKPOINT_PATH, else from scratch
+  ckpt = manager.Checkpointer(model_dir, max_to_keep=keep_checkpoints, async_save=True)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract = trainer.abstract_state_with_shardings()
+    restored = ckpt.restore(latest, abstract_params=abstract.params, abstract_opt_state=abstract.opt_state)
+    from flan_jax import train_state as train_state_lib
+    state = train_state_lib.TrainState(params=restored["params"], opt_state=restored["opt_state"])
+    if restored["dataset_state"] is not None:
+      host_it.restore(restored["dataset_state"][f"process_{jax.process_index()}"])
+    print(f"flan-jax train: resumed from {model_dir} step {latest}", flush=True)
+  elif initial_checkpoint_path:
+    state = _initial_state(trainer, initial_checkpoint_path, initial_checkpoint_format)
+    print(f"flan-jax train: initialized from {initial_checkpoint_path} (step {int(state.step)})", flush=True)
+  else:
+    state = trainer.init_state(random_seed)
+  step = int(jax.device_get(state.step))
+  writer = MetricsWriter(model_dir, resume_step=step)
+  step_flops = trainer.step_flops()
+  peak = peak_flops_per_device or measure_matmul_peak_flops()
+  peak_total = peak * part.mesh.devices.size
+  if step_flops:
+    print(f"flan-jax train: {step_flops / 1e9:.2f} GFLOP per step (XLA count); MFU against "
+          f"{peak / 1e9:.1f} GFLOP/s per device ({'stated' if peak_flops_per_device else 'measured f32 GEMM'})",
+          flush=True)
+
+  def dataset_state() -> dict:
+    # Every process's iterator state, gathered so the checkpoint holds them all.
+    local = json.dumps(prefetcher.state())
+    if jax.process_count() == 1:
+      return {"process_0": json.loads(local)}
+    from jax.experimental import multihost_utils
+    encoded = np.frombuffer(local.encode().ljust(4096), np.uint8)
+    gathered = multihost_utils.process_allgather(encoded)
+    return {f"process_{i}": json.loads(bytes(row).decode().strip()) for i, row in enumerate(np.asarray(gathered))}
+
+  def save(force: bool) -> None:
+    if ckpt.latest_step() == step:
+      return
+    ckpt.save(step, params=state.params, opt_state=state.opt_state, dataset_state=dataset_state(), force=force)
+
+  stop = _StopFlag()
+
+  def on_signal(signum, frame):
+    del frame
+    stop.requested, stop.signal_name = True, signal.Signals(signum).name
+
+  previous = signal.signal(signal.SIGTERM, on_signal)
+  prefetcher = input_pipeline.DevicePrefetcher(host_it, trainer.global_batch)
+  eval_fn = None
+  if eval_period:
+    eval_config = dataclasses.replace(input_config, mixture_or_task_name=eval_mixture_or_task_name, split=eval_split,
+                                      shuffle=False, num_epochs=1)
+    eval_fn = lambda: _evaluate(trainer, state.params, eval_config, converter, eval_steps)  # noqa: E731
+  last: dict[str, float] = {}
+  pending = None
+  t_last = time.perf_counter()
+  try:
+    while step < train_steps and not stop.requested:
+      batch = next(prefetcher)
+      state, metrics = trainer.train_step(state, batch)
+      step += 1
+      if pending is not None:
+        last = _log(writer, *pending, step_flops, peak_total, log_period)
+      now = time.perf_counter()
+      pending = (step, metrics, now - t_last)
+      t_last = now
+      if step % checkpoint_period == 0:
+        save(force=False)
+      if eval_fn is not None and step % eval_period == 0:
+        writer.write(step, eval_fn())
+    if pending is not None:
+      last = _log(writer, *pending, step_flops, peak_total, log_period)
+    save(force=True)
+    ckpt.wait_until_finished()
+  finally:
+    prefetcher.close()
+    signal.signal(signal.SIGTERM, previous)
+    ckpt.close()
+    writer.close()
+  if stop.requested:
+    print(f"flan-jax train: {stop.signal_name} received; saved step {step} and stopped", file=sys.stderr)
+  return last
+
+
+def _log(writer, step: int, metrics, seconds: float, step_flops, peak_total, log_period) -> dict:
+  """Fetches step `step`'s metrics (after the next step was dispatched, so the host never stalls the device)."""
+  from flan_jax import trainer as trainer_lib
+  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  trainer_lib.check_finite(values, step)
+  tokens = values.get("nonpadding_tokens", 0.0)
+  values["loss_per_nonpadding_target_token"] = values["loss"] / max(tokens, 1.0)
+  values["seconds_per_step"] = seconds
+  values["tokens_per_second"] = tokens / max(seconds, 1e-9)
+  if step_flops:
+    values["mfu"] = step_flops / max(seconds, 1e-9) / peak_total
+  writer.write(step, values, console=(step % log_period == 0))
+  return values
+
+
+def _evaluate(trainer, params, config, converter, eval_steps: int) -> dict[str, float]:
+  """Teacher-forced metrics over the first `eval_steps` batches of the held-out mixture."""
+  from flan_jax.data import input_pipeline
+  ds = input_pipeline.build_host_dataset(config, converter, jax.process_index(), jax.process_count())
+  sums: dict[str, float] = {}
+  for i, batch in enumerate(ds.take(eval_steps).as_numpy_iterator()):
+    m = {k: float(v) for k, v in jax.device_get(trainer.eval_step(params, trainer.global_batch(batch))).items()}
+    tokens = m.get("nonpadding_tokens", 0.0)
+    for k, v in m.items():
+      sums[k] = sums.get(k, 0.0) + (v if k in ("loss", "z_loss", "cross_ent_loss") or k.startswith("num_")
+                                    or k == "nonpadding_tokens" else v * tokens)
+    del i
+  tokens = max(sums.get("nonpadding_tokens", 0.0), 1.0)
+  out = {}
+  for k, v in sums.items():
+    summed = k in ("loss", "z_loss", "cross_ent_loss", "nonpadding_tokens") or k.startswith("num_")
+    out[f"eval/{k}"] = v if summed else v / tokens
+  out["eval/loss_per_nonpadding_target_token"] = sums.get("loss", 0.0) / tokens
+  return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    args, bindings = _parse_flags(argv)
+    _initialize_distributed(args)
+    if args.data_dir:
+      from flan_jax.data import data_dir
+      data_dir.set_data_dir(args.data_dir)
+    if args.tfds_data_dir:
+      import seqio
+      seqio.set_tfds_data_dir_override(args.tfds_data_dir)
+    search = [p for p in args.gin_search_paths.split(",") if p]
+    gin_utils.parse(args.gin_file, bindings, search)
+    train(gin_config_str=gin.config_str())
+  except (gin_utils.GinConfigError, ValueError, KeyError, FileNotFoundError, FloatingPointError) as e:
+    print(f"flan-jax train: error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
