@@ -1,0 +1,285 @@
+"""Model-level inference: batched, jitted decoding and scoring for the encoder-decoder and decoder-only models.
+
+Token level: `predict_batch(model, params, batch, config, rng)` and `score_batch(model, params, batch)`.
+Text level: `Predictor` tokenizes, pads to a few bucketed shapes (so XLA compiles few programs), batches, and
+offers `predict`, `score` and `rank_classification` (score every option, take the best).
+
+Batches use the seqio/T5X feature names. Decoder-only models are prefix LMs: the prompt is the inputs, the
+decode continues it; scoring uses T5X's PrefixLM layout (inputs + targets in one row, loss on targets only).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flan_jax import decoding
+from flan_jax.data import vocab as vocab_lib
+from flan_jax.models import model as model_lib
+from flan_jax.models import decoder_only, t5
+
+METHODS = ("greedy", "sample", "beam")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  method: str = "greedy"
+  max_decode_length: int = 64
+  num_decodes: int = 1  # samples per input, or beams (the best beam comes first)
+  temperature: float = 1.0
+  topk: int = 0
+  topp: float = 0.0
+  alpha: float = 0.6
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"decode method must be one of {METHODS}, got {self.method!r}")
+    if self.max_decode_length < 1 or self.num_decodes < 1:
+      raise ValueError(f"max_decode_length and num_decodes must be >= 1, got {self}")
+
+
+def unscanned(model: model_lib.BaseModel, params: dict) -> tuple[model_lib.BaseModel, dict]:
+  """Decoding reorders cache rows along axis 0, so scanned layers (a leading layers axis) are unrolled first."""
+  if not getattr(model.config, "scan_layers", False):
+    return model, params
+  config = dataclasses.replace(model.config, scan_layers=False)
+  if isinstance(model, model_lib.EncoderDecoderModel):
+    return model_lib.EncoderDecoderModel(config), t5.unscan_params(params, model.config)
+  return model_lib.DecoderOnlyModel(config), decoder_only.unscan_params(params, model.config)
+
+
+def _zero_cache(module, *args, **kwargs) -> Any:
+  shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+
+
+def _run_decoder(config: DecodeConfig, ttl, cache, batch_size: int, rng, initial_ids=None):
+  common = dict(batch_size=batch_size, max_decode_len=config.max_decode_length, eos_id=vocab_lib.EOS_ID,
+                initial_ids=initial_ids)
+  if config.method == "beam":
+    return decoding.beam_search(ttl, cache, num_beams=config.num_decodes, alpha=config.alpha, **common)
+  temperature = 0.0 if config.method == "greedy" else config.temperature
+  return decoding.temperature_sample(ttl, cache, rng=rng, temperature=temperature, topk=config.topk,
+                                     topp=config.topp, num_decodes=config.num_decodes, **common)
+
+
+def _predict_enc_dec(model, params, batch, config: DecodeConfig, rng):
+  module, enc = model.module, batch["encoder_input_tokens"]
+  b, n, length = enc.shape[0], config.num_decodes, config.max_decode_length
+  encoded = module.apply({"params": params}, enc, enable_dropout=False, method="encode")
+  flat_encoded, flat_enc = jnp.repeat(encoded, n, axis=0), jnp.repeat(enc, n, axis=0)
+  dummy = jnp.ones((b * n, length), jnp.int32)
+  # Built for all b * n rows, so `decoding.expand_batch` leaves it alone (its batch leaves have b * n rows).
+  cache = _zero_cache(module, flat_enc, dummy, dummy, enable_dropout=False, decode=True)
+
+  def ttl(ids, cache):
+    logits, state = module.apply({"params": params, "cache": cache}, flat_encoded, flat_enc, ids, ids,
+                                 enable_dropout=False, decode=True, max_decode_length=length, method="decode",
+                                 mutable=["cache"])
+    return logits[:, 0], state["cache"]
+
+  return _run_decoder(config, ttl, cache, b, rng)
+
+
+def _mask_cache_beyond(cache: Any, lengths: jax.Array) -> Any:
+  """Zeroes cached keys/values at positions >= each row's length: a prefill also writes its padding there, and
+  a decode step adds its key/value into the slot it writes."""
+
+  def mask(path, x):
+    if getattr(path[-1], "key", None) in ("cached_key", "cached_value"):
+      keep = jnp.arange(x.shape[-1])[None, :] < lengths[:, None]
+      return x * keep[:, None, None, :].astype(x.dtype)
+    return x
+
+  return jax.tree_util.tree_map_with_path(mask, cache)
+
+
+def _predict_dec_only(model, params, batch, config: DecodeConfig, rng):
+  """Prefix-LM continuation of `prompt_tokens` [b, P] (right-padded with 0).
+
+  The prefill runs [BOS, p_1..p_m] with bidirectional attention over all of it, exactly as scoring does, and
+  leaves each row's write index at m; the first decode step feeds p_m again at position m, recomputing the same
+  key/value there and giving the first new token's logits.
+  """
+  module, prompt = model.module, batch["prompt_tokens"]
+  b, n = prompt.shape[0], config.num_decodes
+  lengths = jnp.sum(prompt != 0, axis=1).astype(jnp.int32)
+  total = prompt.shape[1] + 1 + config.max_decode_length
+  tokens = jnp.zeros((b, total), jnp.int32).at[:, 1:1 + prompt.shape[1]].set(prompt)
+  causal = (jnp.arange(total)[None, :] <= lengths[:, None]).astype(jnp.int32)
+  flat = lambda x: jnp.repeat(x, n, axis=0)
+  _, state = module.apply({"params": params}, flat(tokens), flat(jnp.maximum(tokens, 1)),
+                          decoder_causal_attention=flat(causal), enable_dropout=False, prefill=True,
+                          prefill_lengths=flat(lengths), mutable=["cache"])
+  cache = _mask_cache_beyond(state["cache"], flat(lengths))
+  last = jnp.take_along_axis(tokens, lengths[:, None], axis=1)[:, 0]
+
+  def ttl(ids, cache):
+    logits, state = module.apply({"params": params, "cache": cache}, ids, ids, enable_dropout=False, decode=True,
+                                 max_decode_length=total, mutable=["cache"])
+    return logits[:, 0], state["cache"]
+
+  return _run_decoder(config, ttl, cache, b, rng, initial_ids=last)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _predict_jit(model, params, batch, config, rng):
+  if isinstance(model, model_lib.EncoderDecoderModel):
+    return _predict_enc_dec(model, params, batch, config, rng)
+  return _predict_dec_only(model, params, batch, config, rng)
+
+
+def predict_batch(model: model_lib.BaseModel, params: dict, batch: dict, config: DecodeConfig,
+                  rng: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes a batch: `encoder_input_tokens` (encoder-decoder) or `prompt_tokens` (decoder-only), [b, len].
+
+  Returns tokens [b, num_decodes, max_decode_length] and scores [b, num_decodes] (summed log-probs; for beam
+  search the length-normalised beam scores).
+  """
+  if config.method == "sample" and rng is None:
+    raise ValueError("sampling needs an rng")
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  tokens, scores = _predict_jit(model, params, {k: jnp.asarray(v) for k, v in batch.items()}, config, rng)
+  return np.asarray(tokens), np.asarray(scores)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _score_jit(model, params, batch):
+  return model.score_batch(params, batch)
+
+
+def score_batch(model: model_lib.BaseModel, params: dict, batch: dict) -> np.ndarray:
+  """[b] summed log-likelihood of the targets (weighted by `decoder_loss_weights`)."""
+  return np.asarray(_score_jit(model, params, {k: jnp.asarray(v) for k, v in batch.items()}))
+
+
+def _bucket(length: int, minimum: int = 16) -> int:
+  """Pads lengths to powers of two so a run compiles few shapes."""
+  return max(minimum, 1 << max(0, int(length) - 1).bit_length())
+
+
+def _pad_rows(rows: Sequence[Sequence[int]], length: int, batch_size: int) -> np.ndarray:
+  out = np.zeros((batch_size, length), np.int32)
+  for i, row in enumerate(rows):
+    out[i, :len(row)] = row
+  return out
+
+
+class Predictor:
+  """Text-level predict / score / rank classification with a model, its params and the T5 vocabulary."""
+
+  def __init__(self, model: model_lib.BaseModel, params: dict, *, batch_size: int = 8,
+               max_input_length: int = 2048, vocabulary=None):
+    self.model, self.params = unscanned(model, params)
+    self.batch_size = batch_size
+    self.max_input_length = max_input_length
+    self.vocab = vocabulary or vocab_lib.get_vocabulary()
+    self.encoder_decoder = isinstance(self.model, model_lib.EncoderDecoderModel)
+    self.truncated = 0
+
+  def _encode_input(self, text: str) -> list[int]:
+    ids = list(self.vocab.encode(text))
+    if self.encoder_decoder:
+      ids.append(vocab_lib.EOS_ID)
+    if len(ids) > self.max_input_length:
+      # Few-shot prompts keep their end (the question being asked); the count is reported to the user.
+      self.truncated += 1
+      print(f"warning: input of {len(ids)} tokens truncated to its last {self.max_input_length}: "
+            f"{text[:60]!r}...", file=sys.stderr)
+      ids = ids[-self.max_input_length:]
+    return ids
+
+  def _batches(self, n: int):
+    for start in range(0, n, self.batch_size):
+      yield start, min(n, start + self.batch_size)
+
+  def predict_ids(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None
+                  ) -> list[list[list[int]]]:
+    """Per input, `num_decodes` decoded id lists (cut at EOS)."""
+    encoded = [self._encode_input(t) for t in inputs]
+    key = "encoder_input_tokens" if self.encoder_decoder else "prompt_tokens"
+    out = []
+    for start, end in self._batches(len(encoded)):
+      rows = encoded[start:end]
+      batch = {key: _pad_rows(rows, _bucket(max(len(r) for r in rows)), self.batch_size)}
+      step_rng = None if rng is None else jax.random.fold_in(rng, start)
+      tokens, _ = predict_batch(self.model, self.params, batch, config, step_rng)
+      for i in range(end - start):
+        out.append([decoding.strip_after_eos(t, vocab_lib.EOS_ID) for t in tokens[i]])
+    return out
+
+  def predict(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None
+              ) -> list[list[str]]:
+    """Per input, `num_decodes` decoded strings."""
+    return [[self.vocab.decode(ids) for ids in row] for row in self.predict_ids(inputs, config, rng)]
+
+  def _score_batch_arrays(self, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
+    if self.encoder_decoder:
+      enc_len = _bucket(max(len(i) for i, _ in pairs))
+      dec_len = _bucket(max(len(t) for _, t in pairs))
+      targets = _pad_rows([t for _, t in pairs], dec_len, self.batch_size)
+      inputs = np.zeros_like(targets)
+      inputs[:, 1:] = targets[:, :-1]
+      return {"encoder_input_tokens": _pad_rows([i for i, _ in pairs], enc_len, self.batch_size),
+              "decoder_input_tokens": inputs, "decoder_target_tokens": targets,
+              "decoder_loss_weights": (targets > 0).astype(np.int32)}
+    length = _bucket(max(len(i) + len(t) for i, t in pairs))
+    targets = _pad_rows([i + t for i, t in pairs], length, self.batch_size)
+    inputs = np.zeros_like(targets)
+    inputs[:, 1:] = targets[:, :-1]
+    causal = np.zeros_like(targets)
+    weights = np.zeros_like(targets)
+    for r, (i, t) in enumerate(pairs):
+      causal[r, :len(i) + 1] = 1  # T5X PrefixLM: the inputs, shifted right, plus BOS
+      weights[r, len(i):len(i) + len(t)] = 1
+    return {"decoder_input_tokens": inputs, "decoder_target_tokens": targets,
+            "decoder_causal_attention": causal, "decoder_loss_weights": weights}
+
+  def score(self, inputs: Sequence[str], targets: Sequence[str]) -> list[float]:
+    """Summed log-likelihood of each target (EOS included) given its input."""
+    if len(inputs) != len(targets):
+      raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+    pairs = [(self._encode_input(i), list(self.vocab.encode(t)) + [vocab_lib.EOS_ID])
+             for i, t in zip(inputs, targets)]
+    out: list[float] = []
+    for start, end in self._batches(len(pairs)):
+      scores = score_batch(self.model, self.params, self._score_batch_arrays(pairs[start:end]))
+      out.extend(float(s) for s in scores[:end - start])
+    return out
+
+  def rank_classification(self, inputs: Sequence[str], options: Sequence[Sequence[str]]
+                          ) -> tuple[list[int], list[list[float]]]:
+    """Scores every (input, option) pair; returns each input's best option index and all scores."""
+    flat_in = [inp for inp, opts in zip(inputs, options) for _ in opts]
+    flat_opt = [o for opts in options for o in opts]
+    flat = self.score(flat_in, flat_opt)
+    best, scores, pos = [], [], 0
+    for opts in options:
+      row = flat[pos:pos + len(opts)]
+      pos += len(opts)
+      scores.append(row)
+      best.append(int(np.argmax(row)))
+    return best, scores
+
+
+def load_checkpoint(directory: str | os.PathLike, step: int | None = None
+                    ) -> tuple[model_lib.BaseModel, dict, int]:
+  """Rebuilds the model from `model.json` and restores params (latest step by default): (model, params, step)."""
+  from flan_jax.checkpoints.manager import Checkpointer
+  from flan_jax.models import spec
+
+  model = spec.load_model(directory)
+  if isinstance(model, model_lib.EncoderDecoderModel):
+    shapes = {k: (1, 8) for k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
+  else:
+    shapes = {k: (1, 8) for k in ("decoder_input_tokens", "decoder_target_tokens")}
+  abstract = model.param_shapes(shapes)
+  with Checkpointer(directory, async_save=False) as ckpt:
+    restored = ckpt.restore(step, abstract_params=abstract, with_dataset=False)
+  return model, restored["params"], restored["step"]
