@@ -54,17 +54,20 @@ class BaseModel:
 
   def init_variables(self, rng: Array, batch_shapes: Mapping[str, tuple[int, ...]]) -> dict:
     """Fresh float32 params (unboxed: plain arrays) for batches of the given feature shapes."""
-    return nn.meta.unbox(jax.jit(self._init, static_argnums=1)(rng, _freeze(batch_shapes)))
+    shapes = _freeze(batch_shapes)
+    return nn.meta.unbox(jax.jit(lambda r: self._init(r, shapes))(rng))
 
   def param_shapes(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> dict:
     """`jax.ShapeDtypeStruct`s of the params, without allocating them."""
-    boxed = jax.eval_shape(self._init, jax.random.PRNGKey(0), _freeze(batch_shapes))
-    return nn.meta.unbox(boxed)
+    return nn.meta.unbox(self._boxed_shapes(batch_shapes))
 
   def logical_axes(self, batch_shapes: Mapping[str, tuple[int, ...]]) -> dict:
     """PartitionSpecs of logical axis names, one per param (mirrors the params tree)."""
-    boxed = jax.eval_shape(self._init, jax.random.PRNGKey(0), _freeze(batch_shapes))
-    return nn.get_partition_spec(boxed)
+    return nn.get_partition_spec(self._boxed_shapes(batch_shapes))
+
+  def _boxed_shapes(self, batch_shapes: Mapping[str, tuple[int, ...]]):
+    shapes = _freeze(batch_shapes)
+    return jax.eval_shape(lambda r: self._init(r, shapes), jax.random.PRNGKey(0))
 
   def compute_logits(self, params: dict, batch: Batch, dropout_rng: Array | None = None) -> Array:
     _check_batch(batch, self._required, type(self).__name__)
