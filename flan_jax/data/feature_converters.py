@@ -1,7 +1,7 @@
 """seqio feature converters with a selectable packer: encoder-decoder and prefix-LM (decoder-only).
 
 `pack=False` pads each example; `pack='greedy'` (or True) is seqio's own next-fit packer; `pack='ffd'` is our
-first-fit-decreasing packer (`flan_jax.data.packing`), which needs fewer rows when one feature binds. The model features
+fit-decreasing packer (`flan_jax.data.packing`), which needs fewer rows when one feature binds. The model features
 are exactly seqio's (`EncDecFeatureConverter`, `PrefixLMFeatureConverter`): only the packer differs, so
 `seqio.get_dataset(..., feature_converter=...)` and T5X-style trainers take them as they are.
 
@@ -27,7 +27,7 @@ def _packer_name(pack: bool | str) -> bool | str:
     return "greedy"
   if pack not in PACKERS:
     raise ValueError(f"pack={pack!r}: choose one of False (pad only), 'greedy' (seqio's packer) or 'ffd' "
-                     "(first-fit-decreasing)")
+                     "(fit-decreasing, ours)")
   return pack
 
 

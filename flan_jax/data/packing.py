@@ -1,12 +1,14 @@
-"""Packing several examples into each fixed-length row: first-fit-decreasing over blocks, and seqio's greedy packer.
+"""Packing several examples into each fixed-length row: fit-decreasing over blocks ('ffd'), and seqio's greedy packer.
 
 seqio's packer is greedy next-fit: it walks the stream and starts a new row as soon as the next example does not fit
 in every feature of the current one (and flushes every `max(lengths)` examples). When one feature is much fuller than
 the other (Flan CoT at 2048/512: targets 93% full, inputs 25%) that leaves ~8% more rows than needed.
 
-`pack_block` is first-fit-decreasing in several dimensions: the examples of a block are sorted by the sum over
-features of their share of the row length, and each goes into the first open row where every one of its features
-still fits. Rows come out ordered by the earliest example they hold; inside a row examples keep stream order.
+`pack_block` is fit-decreasing in several dimensions (the 'ffd' packer): the examples of a block are sorted by the
+sum over features of their share of the row length, and each goes into the open row with the least room left in the
+binding feature where every one of its features still fits (best fit: as tight as first fit on Flan data, and a
+bisection instead of a scan). Rows come out ordered by the earliest example they hold; inside a row examples keep
+stream order.
 
 Determinism and resume: the stream is cut into consecutive blocks of `block_size` examples and each block is packed on
 its own, so the packed rows are a pure function of the input stream. `PackState(blocks_done, rows_done)` is the whole
@@ -18,6 +20,7 @@ per example in the row, 0 on padding) and `k_positions` (0, 1, ... inside each e
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,7 +46,12 @@ def lower_bound_rows(token_sums: Mapping[str, int], lengths: Mapping[str, int]) 
 
 
 def ffd_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
-  """First-fit-decreasing bin assignment in several dimensions.
+  """Fit-decreasing row assignment in several dimensions (best fit on the binding feature).
+
+  Examples go in decreasing order of their summed share of the row lengths (ties in stream order); each goes into
+  the open row with the least room left in the binding feature (the one with the largest total share) where all
+  its features fit, else into a new row. Best fit keeps the search a bisection over rows sorted by that room, and
+  packs as tightly as first fit here (both within 1% of the bound on Flan CoT).
 
   Args:
     sizes: [n, d] non-negative lengths, each at most the capacity of its dimension.
@@ -60,32 +68,37 @@ def ffd_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
   if np.any(sizes > cap):
     raise ValueError(f"an example of lengths {sizes[np.any(sizes > cap, axis=1)][0].tolist()} exceeds the row "
                      f"lengths {cap.tolist()}; trim examples before packing")
-  # Decreasing total share of the row lengths (measured better than the largest share when one feature binds),
-  # ties in stream order, so the result depends on nothing but the block.
-  share = (sizes / cap).sum(axis=1)
-  order = np.lexsort((np.arange(n), -share))
-  remaining = np.empty([n, d], np.int64)
+  key = int(np.argmax(sizes.sum(axis=0) / cap))
+  order = np.lexsort((np.arange(n), -(sizes / cap).sum(axis=1)))
+  size_list, cap_list, dims = sizes.tolist(), cap.tolist(), range(d)
+  room: list[list[int]] = []  # per row, the room left in each feature
+  by_room: list[tuple[int, int]] = []  # (room left in the binding feature, row), sorted
   bin_of = np.empty([n], np.int64)
-  open_bins = 0
-  for i in order:
-    size = sizes[i]
-    if open_bins:
-      fits = np.all(remaining[:open_bins] >= size, axis=1)
-      b = int(fits.argmax())
-      if not fits[b]:
-        b = open_bins
-    else:
-      b = 0
-    if b == open_bins:
-      remaining[b] = cap
-      open_bins += 1
-    remaining[b] -= size
-    bin_of[i] = b
+  for i in order.tolist():
+    size = size_list[i]
+    j = bisect.bisect_left(by_room, (size[key], -1))
+    row = -1
+    while j < len(by_room):
+      candidate = by_room[j][1]
+      if all(room[candidate][x] >= size[x] for x in dims):
+        row = candidate
+        del by_room[j]
+        break
+      j += 1
+    if row < 0:
+      row = len(room)
+      room.append(list(cap_list))
+    left = room[row]
+    for x in dims:
+      left[x] -= size[x]
+    bisect.insort(by_room, (left[key], row))
+    bin_of[i] = row
   # Renumber rows by their earliest member so output order follows the stream.
-  first = np.full([open_bins], n, np.int64)
+  num_rows = len(room)
+  first = np.full([num_rows], n, np.int64)
   np.minimum.at(first, bin_of, np.arange(n))
-  rank = np.empty([open_bins], np.int64)
-  rank[np.argsort(first, kind="stable")] = np.arange(open_bins)
+  rank = np.empty([num_rows], np.int64)
+  rank[np.argsort(first, kind="stable")] = np.arange(num_rows)
   return rank[bin_of]
 
 
