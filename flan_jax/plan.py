@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import pathlib
+import os
+import re
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +28,120 @@ from jax.sharding import AbstractMesh, PartitionSpec
 from flan_jax import optimizers, partitioning
 
 GiB = 1024**3
+
+
+# ------------------------------------------------------------------------------------------ accelerator slices
+@dataclasses.dataclass(frozen=True)
+class _TpuGeneration:
+  """How one TPU generation names and lays out its slices.
+
+  `counts_cores`: the number in `v4-32` counts TensorCores (v2-v5p) rather than chips (v5e, v6e).
+  `cores_per_device`: 2 where two TensorCores form one jax device (megacore); `hbm_per_device` is that device's.
+  """
+  gcloud_prefix: str
+  counts_cores: bool
+  cores_per_chip: int
+  cores_per_device: int
+  chips_per_host: int
+  single_host_max_chips: int
+  hbm_per_device: int
+  torus_dims: int
+  runtime_version: str
+
+
+TPU_GENERATIONS = {
+    "v2": _TpuGeneration("v2", True, 2, 1, 4, 4, 8 * GiB, 2, "tpu-ubuntu2204-base"),
+    "v3": _TpuGeneration("v3", True, 2, 1, 4, 4, 16 * GiB, 2, "tpu-ubuntu2204-base"),
+    "v4": _TpuGeneration("v4", True, 2, 2, 4, 4, 32 * GiB, 3, "tpu-ubuntu2204-base"),
+    "v5p": _TpuGeneration("v5p", True, 2, 2, 4, 4, 95 * GiB, 3, "v2-alpha-tpuv5"),
+    "v5e": _TpuGeneration("v5litepod", False, 1, 1, 4, 8, 16 * GiB, 2, "v2-alpha-tpuv5-lite"),
+    "v6e": _TpuGeneration("v6e", False, 1, 1, 4, 8, 32 * GiB, 2, "v2-alpha-tpuv6e"),
+}
+_TPU_ALIASES = {"v5litepod": "v5e", "v5lite": "v5e"}
+
+# Memory per GPU, for the plan's "fits" line.
+GPU_HBM = {"a100": 40 * GiB, "a100-80gb": 80 * GiB, "h100": 80 * GiB, "h200": 141 * GiB, "l4": 24 * GiB,
+           "v100": 16 * GiB, "t4": 16 * GiB}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  """An accelerator slice: what jax will see (devices, processes) and what the cloud calls it."""
+  kind: str                # "tpu" or "gpu"
+  name: str                # canonical: "v4-32", "v5e-256", "a100"
+  generation: str          # "v4", "v5e", ... or the GPU model
+  chips: int
+  devices: int             # jax.device_count() on the slice
+  hosts: int               # processes (one per host)
+  hbm_per_device: int      # bytes
+  gcloud_accelerator_type: str = ""   # "v4-32", "v5litepod-256"
+  topology: str = ""       # physical chip grid, "2x2x4"
+  runtime_version: str = ""
+
+  @property
+  def devices_per_host(self) -> int:
+    return self.devices // self.hosts
+
+  def describe(self) -> str:
+    extra = f", topology {self.topology}" if self.topology else ""
+    return (f"{self.name}: {self.chips} chips, {self.devices} jax devices on {self.hosts} host(s)"
+            f"{extra}, {self.hbm_per_device / GiB:g} GiB per device")
+
+
+def _torus(chips: int, dims: int) -> str:
+  """The chip grid gcloud uses for a power-of-two slice: 16 chips in 3-D -> 2x2x4, 8 in 2-D -> 2x4."""
+  if chips & (chips - 1):
+    raise ValueError(f"a TPU slice has a power-of-two chip count, got {chips}")
+  shape = [1] * dims
+  while math.prod(shape) < chips:
+    shape[-1 - shape[::-1].index(min(shape))] *= 2
+  shape.sort()
+  ones = [d for d in shape if d == 1]
+  return "x".join(str(d) for d in [d for d in shape if d != 1] + ones)
+
+
+def parse_tpu(name: str) -> Slice:
+  """Parses a Cloud TPU accelerator type: `v4-32`, `v5e-256` (= `v5litepod-256`), `v5p-128`, `v3-8`."""
+  m = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", name.strip().lower())
+  if not m:
+    raise ValueError(f"TPU topology {name!r} is not of the form v4-32 / v5e-256 / v5p-128")
+  gen_name = _TPU_ALIASES.get(m.group(1), m.group(1))
+  if gen_name not in TPU_GENERATIONS:
+    raise ValueError(f"TPU generation {m.group(1)!r} in {name!r} is unknown (known: {sorted(TPU_GENERATIONS)})")
+  gen = TPU_GENERATIONS[gen_name]
+  count = int(m.group(2))
+  if gen.counts_cores:
+    if count % gen.cores_per_chip:
+      raise ValueError(f"{name!r}: {gen_name} slices count TensorCores, {count} is not a whole number of chips")
+    chips = count // gen.cores_per_chip
+  else:
+    chips = count
+  if chips < 1:
+    raise ValueError(f"{name!r}: a slice needs at least one chip")
+  devices = chips * gen.cores_per_chip // gen.cores_per_device
+  hosts = 1 if chips <= gen.single_host_max_chips else chips // gen.chips_per_host
+  return Slice(
+      kind="tpu", name=f"{gen_name}-{count}", generation=gen_name, chips=chips, devices=devices, hosts=hosts,
+      hbm_per_device=gen.hbm_per_device, gcloud_accelerator_type=f"{gen.gcloud_prefix}-{count}",
+      topology=_torus(chips, gen.torus_dims), runtime_version=gen.runtime_version)
+
+
+def gpu_slice(model: str, hosts: int, gpus_per_host: int) -> Slice:
+  model = model.lower()
+  if model not in GPU_HBM:
+    raise ValueError(f"GPU model {model!r} is unknown (known: {sorted(GPU_HBM)})")
+  if hosts < 1 or gpus_per_host < 1:
+    raise ValueError(f"GPU hosts ({hosts}) and GPUs per host ({gpus_per_host}) must be positive")
+  n = hosts * gpus_per_host
+  return Slice(kind="gpu", name=model, generation=model, chips=n, devices=n, hosts=hosts,
+               hbm_per_device=GPU_HBM[model])
+
+
+def parse_accelerator(spec: str, hosts: int = 1, gpus_per_host: int = 8) -> Slice:
+  """`v4-32` / `v5e-256` (TPU), or `gpu:a100` / `gpu:h100` with hosts x gpus_per_host."""
+  if spec.lower().startswith("gpu:"):
+    return gpu_slice(spec.split(":", 1)[1], hosts, gpus_per_host)
+  return parse_tpu(spec)
 
 
 def _leaves(tree: Any, axes_tree: Any) -> list[tuple[tuple[int, ...], Any, Any]]:
@@ -188,32 +303,47 @@ def estimate(model: Any, optimizer_config: optimizers.AdafactorConfig, batch_siz
 
 
 # ------------------------------------------------------------------------------------------------ gin + CLI
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def load_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
-  """Parses gin files and `X=Y` bindings the way the entry points do, with the repo root searched too."""
-  gin.clear_config()
-  for path in [*search_paths, str(REPO_ROOT), str(REPO_ROOT / "gin_configs")]:
-    gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=False)
-
-
 @gin.configurable("flan_jax_plan_probe")
 def _probe(value: Any = None) -> Any:
   return value
 
 
+def gin_value(expression: str) -> Any:
+  """Evaluates a gin expression (`%MODEL`, `@optimizers.AdafactorConfig()`) against the parsed config."""
+  with gin.unlock_config():
+    gin.parse_config(f"flan_jax_plan_probe.value = {expression}")
+  return _probe()
+
+
 def gin_macro(name: str, default: Any = None) -> Any:
-  """The value of macro `name` after `load_gin`; references (`@models.EncoderDecoderModel()`) are evaluated."""
+  """The value of macro `name`, references evaluated; `default` when the config does not bind it."""
   try:
     gin.query_parameter(f"%{name}")
   except ValueError:
     if default is None:
       raise ValueError(f"the gin config does not bind the macro {name}") from None
     return default
-  gin.parse_config(f"flan_jax_plan_probe.value = %{name}")
-  return _probe()
+  return gin_value(f"%{name}")
+
+
+def load_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
+  """Parses gin as `flan-jax train` does (same configurables and search paths), but leaves the config open:
+  a plan needs no MODEL_DIR or other run-time REQUIRED macros."""
+  from flan_jax import gin_utils, train  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  gin.clear_config()
+  gin_utils.register_configurables()
+  for path in [*search_paths, os.getcwd(), str(gin_utils.REPO_GIN_DIR), str(gin_utils.REPO_GIN_DIR.parent)]:
+    gin.add_config_file_search_path(path)
+  for f in gin_files:
+    try:
+      gin.parse_config_file(f)
+    except (ValueError, IOError, SyntaxError) as e:
+      raise ValueError(f"gin file {f}: {e}") from None
+  for b in bindings:
+    try:
+      gin.parse_config(b)
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"gin binding `{b}`: {e}") from None
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -224,9 +354,9 @@ def parse_mesh(text: str) -> dict[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  from launch import commands  # pylint: disable=import-outside-toplevel
   argv = list(sys.argv[1:] if argv is None else argv)
-  bindings = [a[len("--gin."):] for a in argv if a.startswith("--gin.")]
+  from flan_jax import gin_utils  # pylint: disable=import-outside-toplevel
+  bindings, rest = gin_utils.split_gin_flags(argv)
   p = argparse.ArgumentParser(prog="flan-jax plan", description=__doc__.split("\n\n")[0],
                               epilog="Any --gin.NAME=VALUE flag overrides the gin files, as in flan-jax train.")
   p.add_argument("--gin_file", action="append", default=[], required=True)
@@ -239,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--num_microbatches", type=int, default=None, help="default: the macro NUM_MICROBATCHES, else 1")
   p.add_argument("--parameter_partitioning_dims", type=int, default=None, choices=(1, 2),
                  help="2 also splits parameters' embed dim over 'data' (default: macro PARAMETER_PARTITIONING_DIMS)")
-  a = p.parse_args([x for x in argv if not x.startswith("--gin.")])
+  a = p.parse_args(rest)
   try:
     load_gin(a.gin_file, bindings, [s for s in a.gin_search_paths.split(",") if s])
     model = gin_macro("MODEL")
@@ -247,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_size = a.batch_size or int(gin_macro("BATCH_SIZE"))
     microbatches = a.num_microbatches or int(gin_macro("NUM_MICROBATCHES", 1))
     pdims = a.parameter_partitioning_dims or int(gin_macro("PARAMETER_PARTITIONING_DIMS", 1))
-    sl = commands.parse_accelerator(a.topology) if a.topology else None
+    sl = parse_accelerator(a.topology) if a.topology else None
     if a.mesh:
       mesh = parse_mesh(a.mesh)
     else:
@@ -258,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       mesh = {"data": devices // mp, "model": mp}
     if sl and mesh["data"] * mesh["model"] != sl.devices:
       raise ValueError(f"--mesh {mesh} has {mesh['data'] * mesh['model']} devices, {sl.name} has {sl.devices}")
-    result = estimate(model, optimizers.AdafactorConfig(), batch_size, lengths, mesh, pdims, microbatches)
+    adafactor = gin_value("@optimizers.AdafactorConfig()")
+    result = estimate(model, adafactor, batch_size, lengths, mesh, pdims, microbatches)
   except ValueError as e:
     print(f"flan-jax plan: {e}", file=sys.stderr)
     return 2

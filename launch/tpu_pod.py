@@ -94,12 +94,16 @@ def gpu_steps(a: argparse.Namespace, sl: commands.Slice, command: commands.Entry
 
 
 def slurm_script(a: argparse.Namespace, sl: commands.Slice, command: commands.EntryCommand) -> str:
-  """An sbatch script: one task per node; jax.distributed.initialize() reads SLURM_* for the rest."""
+  """An sbatch script, one task per node: the first node coordinates, and each task passes its SLURM_PROCID
+  and SLURM_NTASKS as the entry point's process flags (expanded per task by the inner shell)."""
   env = commands.data_env(a.flan_data_dir, a.tfds_data_dir)
   lines = ["#!/bin/bash", f"#SBATCH --job-name={a.name}", f"#SBATCH --nodes={sl.hosts}",
            "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={sl.devices_per_host}", "set -euo pipefail"]
   lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-  lines.append("srun " + shlex.join(command.argv()))
+  lines.append(f'export COORDINATOR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):{a.coordinator_port}"')
+  task = (shlex.join(command.argv()) + f' {commands.COORDINATOR_FLAG}="$COORDINATOR"'
+          f' {commands.NUM_PROCESSES_FLAG}="$SLURM_NTASKS" {commands.PROCESS_ID_FLAG}="$SLURM_PROCID"')
+  lines.append("srun bash -c " + shlex.quote("exec " + task))
   return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
 
 import gin
@@ -141,18 +142,32 @@ def test_tpu_pod_gpu_hosts_get_coordinator_and_process_flags(capsys):
     ssh, host, remote = shlex.split(line)
     assert (ssh, host) == ("ssh", f"h{i}")
     args = shlex.split(remote)
-    assert args[-3:] == ["--coordinator_address=h0:8476", "--num_processes=3", f"--process_id={i}"]
+    assert args[-3:] == ["--coordinator_address=h0:8476", "--process_count=3", f"--process_index={i}"]
     assert "FLAN_JAX_DATA_DIR=/shared/flan_data" in args
 
 
-def test_tpu_pod_slurm_script_leaves_process_ids_to_jax(capsys):
+def test_tpu_pod_slurm_script_takes_process_flags_from_slurm(capsys, tmp_path):
   assert tpu_pod.main(["--accelerator=gpu:a100", "--slurm", "--num_hosts=4", "--gpus_per_host=8",
                        "--gin_file=a.gin", "--model_dir=/shared/m", "--dry_run"]) == 0
   script = capsys.readouterr().out
   assert "#SBATCH --nodes=4" in script and "#SBATCH --gpus-per-node=8" in script
   srun = shlex.split(script.strip().splitlines()[-1])
-  assert srun[:4] == ["srun", "python3", "-m", "flan_jax.train"]
-  assert not any(a.startswith("--process_id") for a in srun)
+  assert srun[:3] == ["srun", "bash", "-c"]
+  # Run the task line as one SLURM task would, with `exec` swapped for `printf` to see its argv.
+  env = {"COORDINATOR": "node7:8476", "SLURM_NTASKS": "4", "SLURM_PROCID": "2", "PATH": "/usr/bin:/bin"}
+  task = srun[3].replace("exec ", "printf '%s\\n' ", 1)
+  argv = subprocess.run(["bash", "-c", task], env=env, capture_output=True, text=True, check=True).stdout.split("\n")
+  assert argv[:3] == ["python3", "-m", "flan_jax.train"]
+  assert argv[-4:-1] == ["--coordinator_address=node7:8476", "--process_count=4", "--process_index=2"]
+
+
+def test_launchers_use_the_train_entry_points_multihost_flags(capsys):
+  from flan_jax import train
+  with pytest.raises(SystemExit):
+    train.main(["--help"])
+  help_text = capsys.readouterr().out
+  for flag in (commands.COORDINATOR_FLAG, commands.NUM_PROCESSES_FLAG, commands.PROCESS_ID_FLAG):
+    assert flag in help_text
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -82,3 +82,79 @@ def test_factored_slots_are_rows_plus_columns():
   full = plan.estimate(model, optimizers.AdafactorConfig(), 16, LENGTHS, {"data": 1, "model": 1})
   assert p.optimizer < full.optimizer / 10
   assert p.params == full.params == 4 * TINY_PARAMS
+
+
+RECIPES = {  # size: (steps, learning rate, topology, NUM_PARTITIONS)
+    "small": (98_000, 5e-4, "v4-8", 1), "base": (84_000, 5e-4, "v4-16", 1), "large": (64_000, 5e-4, "v4-32", 1),
+    "xl": (38_000, 5e-4, "v4-64", 2), "xxl": (14_000, 1e-4, "v4-256", 8),
+}
+
+
+@pytest.mark.parametrize("size", sorted(RECIPES))
+def test_paper_recipes_bind_the_published_settings(size):
+  steps, lr, topology, partitions = RECIPES[size]
+  plan.load_gin([f"runs/flan_t5_{size}_flan2022.gin"], [])
+  assert plan.gin_macro("MIXTURE_OR_TASK_NAME") == "flan2022_submix"
+  assert plan.gin_macro("TASK_FEATURE_LENGTHS") == {"inputs": 2048, "targets": 512}
+  assert (plan.gin_macro("BATCH_SIZE"), plan.gin_macro("DROPOUT_RATE")) == (64, 0.05)
+  assert (plan.gin_macro("LEARNING_RATE"), plan.gin_macro("LEARNING_RATE_SCHEDULE")) == (lr, "constant")
+  assert plan.gin_macro("TRAIN_STEPS") == steps
+  assert plan.gin_macro("NUM_PARTITIONS") == partitions
+  model = plan.gin_macro("MODEL")
+  assert model.config.dropout_rate == 0.05 and model.config.dtype == "bfloat16"
+  # The stated topology has room for the model axis and a data axis that splits the batch.
+  devices = plan.parse_tpu(topology).devices
+  assert devices % partitions == 0 and 64 % (devices // partitions) == 0
+  text = open(f"gin_configs/runs/flan_t5_{size}_flan2022.gin").read()
+  assert f"--topology={topology}" in text and f"--accelerator={topology}" in text
+
+
+def _plan_cli(capsys, *argv):
+  assert plan.main(list(argv)) == 0
+  out = capsys.readouterr().out
+  rows = {}
+  for line in out.splitlines():
+    parts = line.split()
+    if len(parts) >= 4 and parts[-1] == "B":
+      rows[" ".join(parts[:-4])] = int(parts[-2].replace(",", ""))
+  return out, rows
+
+
+def test_plan_cli_on_the_tiny_config_by_hand(capsys):
+  # gin_configs/models/flan_t5_tiny.gin: vocab 32128, emb 64, 4 heads of 16, mlp 128, 2+2 layers.
+  # token_embedder and logits_dense 32128*64 each; relpos 2*32*4; encoder layers 2*(4*64*64 + 3*64*128 + 2*64);
+  # decoder layers 2*(8*64*64 + 3*64*128 + 3*64); final norms 2*64.
+  n = 2 * 32128 * 64 + 2 * 32 * 4 + 2 * (16384 + 24576 + 128) + 2 * (32768 + 24576 + 192) + 128
+  assert n == 4_310_016
+  out, rows = _plan_cli(capsys, "--gin_file=models/flan_t5_tiny.gin", "--gin_file=runs/finetune.gin",
+                        "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}", "--gin.BATCH_SIZE=8",
+                        "--mesh", "data=2,model=4")
+  assert f"parameters: {n:,}" in out
+  # Split over model=4: everything but the 12 RMSNorm scales of 64 (the relpos tables split by heads).
+  assert rows["parameters"] == ((n - 12 * 64) // 4 + 12 * 64) * 4
+  assert rows["gradients"] == rows["parameters"]
+  assert rows["total"] == sum(rows[k] for k in ("parameters", "optimizer state", "gradients", "activations"))
+
+
+def test_plan_cli_on_the_xxl_recipe(capsys):
+  out, rows = _plan_cli(capsys, "--gin_file=runs/flan_t5_xxl_flan2022.gin", "--topology=v4-256")
+  assert "parameters: 11,135,332,352" in out
+  assert "mesh data=16, model=8 (128 devices)" in out and "4 sequence(s) per device" in out
+  # Parameters split 8 ways over 'model' but for the small replicated norm scales.
+  assert 41.48 / 8 < rows["parameters"] / plan.GiB < 41.48 / 8 * 1.01
+  # Factored Adafactor: the slots are a tiny fraction of the parameters.
+  assert rows["optimizer state"] < rows["parameters"] / 100
+  assert "-> fits" in out
+  # Without remat and model parallelism, XXL does not fit one 32 GiB v4 chip per 8 sequences.
+  assert plan.main(["--gin_file=runs/flan_t5_xxl_flan2022.gin", "--gin.REMAT_POLICY='none'",
+                    "--gin.NUM_PARTITIONS=1", "--topology=v4-16"]) == 0
+  assert "does NOT fit" in capsys.readouterr().out
+
+
+def test_plan_cli_errors_name_the_problem(capsys):
+  assert plan.main(["--gin_file=runs/flan_t5_xl_flan2022.gin", "--topology=v4-64", "--mesh", "data=8,model=8"]) == 2
+  assert "devices" in capsys.readouterr().err
+  assert plan.main(["--gin_file=runs/no_such.gin"]) == 2
+  assert "no_such.gin" in capsys.readouterr().err
+  assert plan.main(["--gin_file=runs/flan_t5_xl_flan2022.gin", "--mesh", "data=8"]) == 2
+  assert "data=N,model=M" in capsys.readouterr().err
