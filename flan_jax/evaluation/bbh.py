@@ -73,7 +73,7 @@ def read_examples(task: str) -> list[tuple[str, str]]:
 
 def cot_examples(task: str, limit: int | None = None) -> list[EvalExample]:
   header = read_prompt_file(task)
-  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\n{COT_TRIGGER}", t)
+  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\n{COT_TRIGGER}", t, source_text=q)
           for i, (q, t) in enumerate(read_examples(task)[:limit])]
 
 
@@ -84,7 +84,7 @@ def direct_header(task: str) -> str:
 
 def direct_examples(task: str, limit: int | None = None) -> list[EvalExample]:
   header = direct_header(task)
-  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\nA:", t)
+  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\nA:", t, source_text=q)
           for i, (q, t) in enumerate(read_examples(task)[:limit])]
 
 

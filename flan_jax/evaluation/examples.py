@@ -14,6 +14,7 @@ class EvalExample:
   target: str                        # the gold answer, in the form extraction yields
   options: tuple[str, ...] = ()      # rank-classification targets (MMLU direct), empty for generation
   golds: tuple[str, ...] = ()        # every acceptable answer (TyDiQA); empty means (target,)
+  source_text: str = ""              # the test item's own text, without exemplars (for contamination checks)
 
 
 class EvalDataError(ValueError):

@@ -56,5 +56,5 @@ def cot_examples(lang: str, limit: int | None = None, exemplar_lang: str | None 
   exemplar_lang = exemplar_lang or lang
   head = header(exemplar_lang)
   q_prefix, a_prefix = prefixes(exemplar_lang)
-  return [EvalExample(f"mgsm/{lang}", i, f"{head}\n\n{q_prefix}{q}\n{a_prefix}", a)
+  return [EvalExample(f"mgsm/{lang}", i, f"{head}\n\n{q_prefix}{q}\n{a_prefix}", a, source_text=q)
           for i, (q, a) in enumerate(read_questions(lang)[:limit])]

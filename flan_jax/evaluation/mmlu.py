@@ -72,7 +72,8 @@ def direct_header(subject: str, k: int = 5) -> str:
 
 def direct_examples(subject: str, limit: int | None = None) -> list[EvalExample]:
   header = direct_header(subject)
-  return [EvalExample(f"mmlu/{subject}", i, header + format_example(q, c, None), a, options=LETTERS)
+  return [EvalExample(f"mmlu/{subject}", i, header + format_example(q, c, None), a, options=LETTERS,
+                      source_text=format_example(q, c, None))
           for i, (_, q, c, a) in enumerate(read_split(subject, "test")[:limit])]
 
 
@@ -94,5 +95,6 @@ def cot_question(question: str, choices: tuple[str, ...]) -> str:
 def cot_examples(subject: str, limit: int | None = None, prompts: dict[str, str] | None = None
                  ) -> list[EvalExample]:
   header = (prompts or cot_prompts())[subject]
-  return [EvalExample(f"mmlu/{subject}", i, header + cot_question(q, c), a)
+  return [EvalExample(f"mmlu/{subject}", i, header + cot_question(q, c), a,
+                      source_text=format_example(q, c, None))
           for i, (_, q, c, a) in enumerate(read_split(subject, "test")[:limit])]

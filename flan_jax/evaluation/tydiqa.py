@@ -42,5 +42,6 @@ def direct_examples(lang: str, data_dir: str | os.PathLike, limit: int | None = 
   shot = rows[0]
   header = f"{format_qa(shot['context'], shot['question'])} {shot['answers'][0] if shot['answers'] else ''}\n\n"
   return [EvalExample(f"tydiqa/{lang}", i, header + format_qa(r["context"], r["question"]),
-                      r["answers"][0] if r["answers"] else "", golds=r["answers"])
+                      r["answers"][0] if r["answers"] else "", golds=r["answers"],
+                      source_text=f"{r['context']}\n{r['question']}")
           for i, r in enumerate(rows[1:])]
