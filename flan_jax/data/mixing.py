@@ -1,0 +1,155 @@
+"""FLAN v2 mixtures with seqio semantics: rate = min(cap, examples) per (task, variant).
+
+Caps per submix (FLAN 30,000, T0 20,000, CoT 100,000, NIv2 5,000, Dialog 200,000; input-inversion submixes
+share their parent's cap and enter at rate 0.3). Rates are callables evaluated when a mixture is built,
+from counts that need no rendering (`FlanDataSource.num_examples`), so registering stays fast.
+
+Names follow upstream: `palmflan_<key>_{zs,fs}_{opt,noopt}` (one per template style),
+`palmflan_<key>_zs(<zs>)_opts(<opt>)` (their combination), and a top-level override name such as
+`cot_zsopt`.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Iterable, Mapping, Sequence
+
+import seqio
+
+from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data import registry
+
+MIXTURE_CAPS = {"FLAN": 30000, "T0": 20000, "CoT": 100000, "NIv2": 5000, "Dialog": 200000}
+MIXTURE_CAPS["CoT-II"] = MIXTURE_CAPS["CoT"]
+MIXTURE_CAPS["Dialog-II"] = MIXTURE_CAPS["Dialog"]
+INPUT_INVERSION_RATE = 0.3
+PREFIX = "palmflan"
+
+ZS_OPT_TEMPLATES = ("{t}_template_0to10_non_deter_opt_zero_shot", "{t}_template_0to10_zero_shot")
+ZS_NOOPT_TEMPLATES = ("{t}_template_0to10_no_opt_zero_shot",)
+FS_OPT_TEMPLATES = ("{t}_template_mix_five_shot", "{t}_template_0to10_x_shot")
+FS_NOOPT_TEMPLATES = ("{t}_template_0to10_no_opt_x_shot",)
+
+# (name suffix, ratio zero-shot, ratio answer options), as upstream's four settings.
+SETTINGS = (("zsopt", 1, 1), ("zsnoopt", 1, 0), ("fsopt", 0, 1), ("fsnoopt", 0, 0))
+
+
+def num_examples(task: seqio.Task | str) -> int:
+  return registry.flan_source(task).num_examples()
+
+
+def capped_rate(cap: int) -> Callable[[seqio.Task], float]:
+  """seqio rate callable: min(cap, examples of the task)."""
+  def rate(task: seqio.Task) -> float:
+    return float(min(cap, num_examples(task)))
+  rate.__name__ = f"min_{cap}_num_examples"
+  return rate
+
+
+def _add_mixture(name: str, tasks, **kwargs) -> str:
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, tasks, **kwargs)
+  return name
+
+
+def register_capped(name: str, task_names: Sequence[str], cap: int) -> str:
+  """A mixture of tasks, each at rate min(cap, examples)."""
+  missing = [t for t in task_names if t not in seqio.TaskRegistry.names()]
+  if missing:
+    raise KeyError(f"mixture {name}: unknown tasks {missing[:5]}{'...' if len(missing) > 5 else ''}")
+  return _add_mixture(name, list(task_names), default_rate=capped_rate(cap))
+
+
+def template_tasks(bases: Iterable[str], templates: Sequence[str], first_registered: bool) -> list[str]:
+  """Task names for each base: all templates, or (zero-shot options) the first one registered
+  (the non-deterministic-options variant where the task has options, else the plain one)."""
+  names = seqio.TaskRegistry.names()
+  out = []
+  for base in bases:
+    formatted = [t.format(t=base) for t in templates]
+    if first_registered:
+      present = [n for n in formatted if n in names]
+      if not present:
+        raise KeyError(f"none of {formatted} is registered")
+      out.append(present[0])
+    else:
+      out.extend(formatted)
+  return out
+
+
+def register_submix_variants(key: str, bases: Sequence[str], zs_ratio: float, opt_ratio: float,
+                             cap: int | None = None) -> str:
+  """The four template-style mixtures of one submix and their combination at the given ratios."""
+  cap = MIXTURE_CAPS[key] if cap is None else cap
+  stem = f"{PREFIX}_{key.lower()}"
+  styles = {
+      "zs_opt": template_tasks(bases, ZS_OPT_TEMPLATES, first_registered=True),
+      "fs_opt": template_tasks(bases, FS_OPT_TEMPLATES, first_registered=False),
+      "zs_noopt": template_tasks(bases, ZS_NOOPT_TEMPLATES, first_registered=False),
+      "fs_noopt": template_tasks(bases, FS_NOOPT_TEMPLATES, first_registered=False),
+  }
+  scores = {"zs_opt": zs_ratio * opt_ratio, "fs_opt": (1 - zs_ratio) * opt_ratio,
+            "zs_noopt": zs_ratio * (1 - opt_ratio), "fs_noopt": (1 - zs_ratio) * (1 - opt_ratio)}
+  names = {style: register_capped(f"{stem}_{style}", tasks, cap) for style, tasks in styles.items()}
+  combo = [(names[s], scores[s]) for s in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt") if scores[s] > 0]
+  return _add_mixture(f"{stem}_zs({zs_ratio})_opts({opt_ratio})", combo)
+
+
+def register_suite(name: str, submixes: Mapping[str, Sequence[str]], rates: Mapping[str, float],
+                   zs_ratio: float, opt_ratio: float) -> str:
+  """Upstream's generate_mixture_suites: each submix's style combination, mixed at `rates`."""
+  parts = [(register_submix_variants(key, bases, zs_ratio, opt_ratio), rates[key])
+           for key, bases in submixes.items()]
+  return _add_mixture(name, parts)
+
+
+def register_settings(family: str, submixes: Mapping[str, Sequence[str]],
+                      rates: Mapping[str, float]) -> list[str]:
+  """`<family>_zsopt`, `_zsnoopt`, `_fsopt`, `_fsnoopt` (e.g. cot_zsopt) and `<family>_submix`
+  (zsopt and fsopt at equal weight, as the Flan 2022 collection)."""
+  names = [register_suite(f"{family}_{setting}", submixes, rates, zs, opt)
+           for setting, zs, opt in SETTINGS]
+  names.append(_add_mixture(f"{family}_submix", [(f"{family}_zsopt", 1), (f"{family}_fsopt", 1)]))
+  return names
+
+
+def leaf_tasks(mixture: str) -> list[seqio.Task]:
+  return list(seqio.get_mixture_or_task(mixture).get_subtasks())
+
+
+def rates(mixture: str) -> dict[str, float]:
+  """Effective rate of every task of a mixture, sub-mixtures flattened as seqio's `get_rate` does
+  (a sub-mixture's rate split over its tasks in proportion to their rates), in one pass."""
+  mix = seqio.get_mixture_or_task(mixture)
+  if isinstance(mix, seqio.Task):
+    return {mix.name: 1.0}
+  out: dict[str, float] = {}
+  for name, rate in mix.rate_per_task_name.items():
+    if name in seqio.MixtureRegistry.names():
+      sub = rates(name)
+      total = sum(sub.values())
+      for task, r in sub.items():
+        out[task] = out.get(task, 0.0) + float(rate) * r / total
+    else:
+      task = seqio.TaskRegistry.get(name)
+      out[name] = out.get(name, 0.0) + float(rate(task) if callable(rate) else rate)
+  return out
+
+
+def register_available(mixture: str, name: str | None = None) -> str:
+  """A copy of `mixture` keeping only tasks whose data is in the data dir, at their effective rates.
+
+  Every dropped task is reported on stderr (e.g. CoT esnli/qed, whose TSVs the offline data dir lacks).
+  """
+  name = name or f"{mixture}_available"
+  kept = []
+  for task, rate in rates(mixture).items():
+    try:
+      registry.flan_source(task).dataset.check_available()
+    except data_dir_lib.DataMissingError as e:
+      print(f"warning: mixture {mixture}: leaving out {task}: {e}", file=sys.stderr, flush=True)
+      continue
+    kept.append((task, rate))
+  if not kept:
+    raise data_dir_lib.DataMissingError(f"no task of mixture {mixture} has its data in {data_dir_lib.data_dir()}")
+  return _add_mixture(name, kept)

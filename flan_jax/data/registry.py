@@ -1,0 +1,380 @@
+"""Declaring a Flan dataset once and registering it as seqio Tasks in every FLAN variant.
+
+A `FlanDataset` says where rows come from (a generator of feature dicts), which templates.json key formats
+them, and the `_task_name` / `_task_source` it carries. `flan_variants` / `niv2_variants` list the variants
+FLAN registers (zero-shot with and without options, few-shot template_0/1/2, mix and 0to10), and
+`register_variants` adds one seqio Task per variant. Rendering is plain Python feeding
+`tf.data.Dataset.from_generator`; seqio tokenizes (`inputs`/`targets`, EOS appended) and keeps the
+pre-tokenized text. Sharding happens at the source, before any rendering or tokenizing.
+
+Muffin / T0-SF / Dialog reuse this: build a `FlanDataset` whose `rows` yields the fields the templates
+read (for multiple-choice tasks: `options` list + `answer`, with `has_options=True`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import seqio
+import tensorflow as tf
+
+from flan_jax.data import fewshot
+from flan_jax.data import templates as tpl
+from flan_jax.data import vocab
+
+Rows = Iterator[tuple[int, dict[str, Any]]]
+X_SHOT_CANDIDATES = 25
+_STRING_FEATURES = ("inputs", "targets", "_task_name", "_task_source", "_template_type")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlanDataset:
+  """One source dataset of the Flan collection.
+
+  rows: a fresh iterator of (line number or index, features) in source order; malformed rows are
+    skipped (warned and counted) by the reader.
+  num_rows: the number of rows `rows` yields, computed cheaply (no rendering).
+  check_available: raises DataMissingError (with the download command) if the data is absent.
+  constants: features added to every row (e.g. the NIv2 definition and positive example).
+  """
+  name: str
+  pattern_key: str
+  task_name: str
+  task_source: str
+  rows: Callable[[], Rows]
+  num_rows: Callable[[], int]
+  check_available: Callable[[], None]
+  has_options: bool = False
+  constants: Callable[[], Mapping[str, str]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """How one registered task renders its dataset.
+
+  patterns: applied round-robin over consecutive rows (groups of len(patterns), remainder dropped).
+  few_shot: set for few-shot tasks; None for zero-shot and for the formatted bases of few-shot tasks.
+  count_key: which `num_cases.json` column upstream reports for this variant.
+  """
+  suffix: str
+  patterns: tuple[tuple[str, str], ...]
+  template_type: str
+  random_options: bool = False
+  few_shot: fewshot.FewShotConfig | None = None
+  count_key: str = "zero_shot"
+
+
+def flan_variants(key: str, has_options: bool, task: str,
+                  templates: tpl.Templates | None = None) -> list[Variant]:
+  """FLAN's variants of a non-NIv2 task (23 for a task without options, 24 with)."""
+  t = templates or tpl.load_templates()
+  zs = tuple(t.zero_shot(key, options=True))
+  out = [
+      Variant("_template_0_zero_shot", zs[:1], tpl.ZS_OPT),
+      Variant("_template_0to10_zero_shot", zs, tpl.ZS_OPT),
+      Variant("_template_0to10_no_opt_zero_shot", tuple(t.zero_shot(key, options=False)), tpl.ZS_NOOPT),
+  ]
+  if has_options:
+    out.append(Variant("_template_0to10_non_deter_opt_zero_shot", zs, tpl.ZS_OPT, random_options=True))
+  for options, opt_name, ttype in ((True, "", tpl.FS_OPT), (False, "_no_opt", tpl.FS_NOOPT)):
+    table = t.fewshot_patterns if options else t.fewshot_patterns_no_options
+    if key not in table:
+      continue
+    pats = table[key]
+    # template_0 is usually the plainest, so it gets the most shots.
+    for i, shots, shot_name in ((0, 5, "five"), (1, 2, "two"), (2, 1, "one")):
+      p = pats[i]
+      base = Variant(f"_template_{i}{opt_name}", ((p.inputs, p.targets),), ttype, count_key="five_shot")
+      cfg = fewshot.FewShotConfig(
+          num_shots=shots, x_y_delimiter=p.x_y_delimiter, inputs_prefix=p.inputs_prefix,
+          targets_prefix=p.targets_prefix, example_separator=p.example_separator,
+          query_pattern=p.query_pattern)
+      out += [base, dataclasses.replace(base, suffix=f"{base.suffix}_{shot_name}_shot", few_shot=cfg)]
+    mix = tuple((p.combined_inputs_w_target_prefix, p.targets) for p in pats if p.in_template_mix)
+    if mix:
+      base = Variant(f"_template_mix{opt_name}", mix, ttype, count_key="five_shot")
+      cfg = fewshot.FewShotConfig(
+          num_shots=5, x_y_delimiter="", example_separator=fewshot.choose_mix_separator(
+              f"{task}{base.suffix}_five_shot"),
+          query_pattern=pats[1].query_pattern)  # upstream always takes template 1's suffix/pattern
+      out += [base, dataclasses.replace(base, suffix=f"{base.suffix}_five_shot", few_shot=cfg)]
+    every = tuple((p.combined_inputs_w_target_prefix, p.combined_targets_wo_target_prefix) for p in pats)
+    base = Variant(f"_template_0to10{opt_name}", every, ttype, count_key="x_shot")
+    out += [base, dataclasses.replace(base, suffix=f"{base.suffix}_x_shot", few_shot=_x_shot_config())]
+  return out
+
+
+def _x_shot_config(query_pattern: str = "{inputs}") -> fewshot.FewShotConfig:
+  return fewshot.FewShotConfig(num_shots=X_SHOT_CANDIDATES, x_y_delimiter="", example_separator="",
+                               query_pattern=query_pattern, prune_by_template=True,
+                               strip_targets=True)
+
+
+def niv2_variants(key: str = "natinst_v2", templates: tpl.Templates | None = None) -> list[Variant]:
+  """FLAN's variants of a NIv2 task: zero-shot, the inline one-shot `mix_five_shot`, and x_shot."""
+  t = templates or tpl.load_templates()
+  zs = tuple(t.zero_shot(key, options=True))
+  inline = tuple(t.inline(key))
+  pats = t.few_shot(key, options=True)
+  every = tuple((p.combined_inputs_w_target_prefix, p.combined_targets_wo_target_prefix) for p in pats)
+  x_cfg = _x_shot_config(pats[0].query_pattern)  # upstream always takes template 0's pattern
+  return [
+      Variant("_template_0_zero_shot", zs[:1], tpl.ZS_OPT),
+      Variant("_template_0to10_zero_shot", zs, tpl.ZS_OPT),
+      Variant("_template_0to10_no_opt_zero_shot", tuple(t.zero_shot(key, options=False)), tpl.ZS_NOOPT),
+      # Not five-shot: the definition plus one positive example inline; named to match the others.
+      Variant("_template_mix_five_shot", inline, tpl.FS_OPT, count_key="five_shot"),
+      Variant("_template_mix_no_opt_five_shot", inline, tpl.FS_NOOPT, count_key="five_shot"),
+      Variant("_template_0to10", every, tpl.FS_OPT, count_key="x_shot"),
+      Variant("_template_0to10_x_shot", every, tpl.FS_OPT, few_shot=x_cfg, count_key="x_shot"),
+      Variant("_template_0to10_no_opt_x_shot", every, tpl.FS_NOOPT, few_shot=x_cfg,
+              count_key="x_shot"),
+  ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering.
+
+def _with_options(features: dict, dataset: FlanDataset, random_options: bool, rng_key: str,
+                  templates: tpl.Templates) -> dict:
+  if not dataset.has_options:
+    return features
+  features = dict(features)
+  if random_options:
+    features["options_"], features["answer"] = tpl.format_options_random(
+        features["options"], features["answer"], templates, random.Random(rng_key))
+  else:
+    features["options_"] = tpl.format_options(features["options"])
+  return features
+
+
+def _grouped(rows: Rows, n_templates: int) -> Iterator[tuple[int, int, int, dict]]:
+  """(position, template index, row id, features): row i of each group of n gets template i; a
+  trailing partial group is dropped, as FLAN's batch-apply-template does."""
+  pos = 0
+  while True:
+    group = list(itertools.islice(rows, n_templates))
+    if len(group) < n_templates:
+      return
+    for i, (row_id, features) in enumerate(group):
+      yield pos, i, row_id, features
+      pos += 1
+
+
+class FewShotDropCounter:
+  """Few-shot queries left without any exemplar, per task (FLAN drops them silently; we count)."""
+
+  def __init__(self):
+    self.counts: dict[str, int] = {}
+
+  def add(self, task: str) -> None:
+    self.counts[task] = self.counts.get(task, 0) + 1
+
+
+dropped_queries = FewShotDropCounter()
+
+
+def render(dataset: FlanDataset, variant: Variant, task: str, seed: int = 0, shard_index: int = 0,
+           num_shards: int = 1) -> Iterator[dict[str, Any]]:
+  """The examples of one task variant, as strings, in source order; shard k of n takes the rows at
+  positions k, k + n, ... (before few-shot filtering, so shards stay disjoint and covering)."""
+  templates = tpl.load_templates()
+  dataset.check_available()
+  constants = dict(dataset.constants()) if dataset.constants else {}
+  meta = {"_task_name": dataset.task_name, "_task_source": dataset.task_source,
+          "_template_type": variant.template_type}
+  pats = variant.patterns
+  cfg = variant.few_shot
+  exemplar_batches = _exemplar_batches(dataset, variant, seed, constants, templates) if cfg else None
+  token_counts: dict = {}  # (row id, template) -> (tokens(x), tokens(y)), for this pass only
+  for pos, idx, row_id, features in _grouped(dataset.rows(), len(pats)):
+    batch = next(exemplar_batches) if exemplar_batches is not None else None
+    if pos % num_shards != shard_index:
+      continue
+    if constants:
+      features = {**constants, **features}
+    features = _with_options(features, dataset, variant.random_options, f"{seed}:{task}:{pos}",
+                             templates)
+    inputs = tpl.fill(pats[idx][0], features)
+    targets = tpl.fill(pats[idx][1], features)
+    if cfg is not None:
+      if batch is None:
+        raise ValueError(f"task {task}: the train split has fewer than {cfg.num_shots} rows for "
+                         f"{cfg.num_shots}-shot exemplars")
+      query = inputs + cfg.x_y_delimiter
+      kept = fewshot.select(query, idx, [e() for e in batch if _same_or_any(e, idx, cfg)], cfg,
+                            query_key=None if variant.random_options else (row_id, idx),
+                            cache=token_counts)
+      if not kept:
+        dropped_queries.add(task)
+        continue
+      inputs, targets = fewshot.assemble(query, targets, kept, features, cfg)
+    yield {"inputs": inputs, "targets": targets, "_template_idx": idx, **meta}
+
+
+def _same_or_any(lazy_exemplar, idx: int, cfg: fewshot.FewShotConfig) -> bool:
+  return not cfg.prune_by_template or lazy_exemplar.template_idx == idx
+
+
+class _LazyExemplar:
+  """An exemplar rendered only if the template filter keeps it (x_shot keeps ~1 in 10)."""
+  __slots__ = ("template_idx", "_make")
+
+  def __init__(self, template_idx: int, make: Callable[[], fewshot.Exemplar]):
+    self.template_idx = template_idx
+    self._make = make
+
+  def __call__(self) -> fewshot.Exemplar:
+    return self._make()
+
+
+def _exemplar_batches(dataset: FlanDataset, variant: Variant, seed: int, constants: dict,
+                      templates: tpl.Templates) -> Iterator[list[_LazyExemplar]]:
+  """Batches of `num_shots` exemplars from the train rows, repeated and reshuffled every epoch
+  (shuffle buffer of 1,000 as upstream), templated round-robin in shuffled order."""
+  cfg = variant.few_shot
+  pats = variant.patterns
+
+  def epoch_stream():
+    for epoch in itertools.count():
+      rng = random.Random(f"exemplars:{seed}:{dataset.name}:{epoch}")
+      shuffled = fewshot.shuffle_buffer(dataset.rows(), fewshot.SHUFFLE_BUFFER_SIZE, rng)
+      any_row = False
+      for pos, idx, row_id, features in _grouped(shuffled, len(pats)):
+        any_row = True
+        yield _LazyExemplar(idx, _exemplar_maker(dataset, variant, features, idx, row_id, constants,
+                                                 f"ex:{seed}:{epoch}:{pos}", templates))
+      if not any_row:
+        return
+
+  return fewshot.batches(epoch_stream(), cfg.num_shots)
+
+
+def _exemplar_maker(dataset, variant, features, idx, row_id, constants, rng_key, templates):
+  def make() -> fewshot.Exemplar:
+    f = {**constants, **features} if constants else features
+    f = _with_options(f, dataset, variant.random_options, rng_key, templates)
+    inputs, targets = variant.patterns[idx]
+    # Random options make the text depend on the draw, so such exemplars are not cached by row.
+    key = None if variant.random_options else (row_id, idx)
+    return fewshot.Exemplar(tpl.fill(inputs, f) + variant.few_shot.x_y_delimiter,
+                            tpl.fill(targets, f), idx, key)
+  return make
+
+
+# --------------------------------------------------------------------------------------------------
+# seqio glue.
+
+def output_signature() -> dict[str, tf.TensorSpec]:
+  sig = {k: tf.TensorSpec(shape=(), dtype=tf.string) for k in _STRING_FEATURES}
+  sig["_template_idx"] = tf.TensorSpec(shape=(), dtype=tf.int32)
+  return sig
+
+
+class FlanDataSource(seqio.DataSource):
+  """A seqio DataSource rendering one (dataset, variant) in Python; shards before rendering."""
+
+  def __init__(self, dataset: FlanDataset, variant: Variant, task: str):
+    self.dataset = dataset
+    self.variant = variant
+    self.task = task
+    super().__init__(splits=("train",))
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  def num_input_examples(self, split: str) -> int | None:
+    # None on purpose: seqio would otherwise cache any task under 10,000 examples in memory,
+    # and we stream. Use `num_examples()` for counts.
+    return None
+
+  def num_examples(self) -> int:
+    """Examples this task yields (rows after round-robin grouping), from a cheap row count, or from
+    FLAN's num_cases.json when the data file is absent (as upstream, input inversion reuses the base's
+    numbers). Few-shot queries dropped for lack of exemplars are not subtracted (unknowable unbuilt).
+    Memoized per data dir: seqio evaluates mixture rates once per task and sub-task."""
+    from flan_jax.data import data_dir as data_dir_lib  # pylint: disable=import-outside-toplevel
+    key = str(data_dir_lib.data_dir())
+    memo = getattr(self, "_count_memo", None)
+    if memo is not None and memo[0] == key:
+      return memo[1]
+    count = self._count()
+    self._count_memo = (key, count)
+    return count
+
+  def _count(self) -> int:
+    try:
+      n = self.dataset.num_rows()
+    except FileNotFoundError:
+      return _num_cases(self.dataset, self.variant)
+    t = len(self.variant.patterns)
+    return n // t * t
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs, shuffle  # seqio shuffles the rendered examples
+    if split not in self.splits:
+      raise ValueError(f"task {self.task} has no split {split!r}; it has {list(self.splits)}")
+    self.dataset.check_available()  # fail here, with the download command, not inside TF
+    index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+    seed = 0 if seed is None else int(seed)
+    return tf.data.Dataset.from_generator(
+        lambda: render(self.dataset, self.variant, self.task, seed, index, count),
+        output_signature=output_signature())
+
+
+def _num_cases(dataset: FlanDataset, variant: Variant) -> int:
+  from flan_jax.data import data_dir as data_dir_lib  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import sources  # pylint: disable=import-outside-toplevel
+  table = sources.load_json_cached(data_dir_lib.data_file("flan/num_cases.json", source="flan"))
+  cases = table["T_NAME_TO_NUM_CASES"]
+  for key in (dataset.name, dataset.name.replace("_input_inversion", "")):
+    if key in cases:
+      return int(cases[key][variant.count_key])
+  dataset.check_available()  # raises the DataMissingError naming the download command
+  raise KeyError(f"no row count for {dataset.name}")
+
+
+TOKENIZE = (seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
+            seqio.preprocessors.append_eos_after_trim)
+
+
+def register_variants(dataset: FlanDataset, variants: Sequence[Variant]) -> list[str]:
+  """Registers `<dataset.name><variant.suffix>` for each variant (replacing earlier ones)."""
+  names = []
+  features = vocab.output_features()
+  for v in variants:
+    name = dataset.name + v.suffix
+    if name in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(name, source=FlanDataSource(dataset, v, name),
+                           preprocessors=list(TOKENIZE), output_features=features)
+    names.append(name)
+  return names
+
+
+def mix_separators() -> dict[str, str]:
+  """The example separator chosen for each registered `_mix*_five_shot` few-shot task."""
+  out = {}
+  for name in seqio.TaskRegistry.names():
+    task = seqio.TaskRegistry.get(name)
+    source = task.source
+    if isinstance(source, FlanDataSource) and source.variant.few_shot is not None and \
+        "_template_mix" in source.variant.suffix:
+      out[name] = source.variant.few_shot.example_separator
+  return out
+
+
+def flan_source(task: seqio.Task | str) -> FlanDataSource:
+  """The FlanDataSource behind a task (or a clear error for other tasks)."""
+  task = seqio.TaskRegistry.get(task) if isinstance(task, str) else task
+  if not isinstance(task.source, FlanDataSource):
+    raise TypeError(f"task {task.name} is not a Flan task")
+  return task.source

@@ -1,0 +1,26 @@
+"""`import tasks` registers every Flan task and mixture with seqio.
+
+Registration reads only the small metadata files of the data dir (templates.json, niv2_tasks.json,
+the NIv2 split lists); data files are read when a dataset is built. After changing the data dir
+(`--data_dir`), call `register_all()` again.
+"""
+from __future__ import annotations
+
+from flan_jax.data import templates as _templates
+from tasks import cot
+from tasks import mixtures
+from tasks import niv2
+
+
+def register_all() -> dict[str, list[str]]:
+  """(Re-)registers all tasks and mixtures; returns the names by family."""
+  t = _templates.load_templates()
+  cot_names = cot.register(t)
+  niv2_tasks = niv2.training_tasks()
+  niv2_names = niv2.register(t, niv2_tasks)
+  mixture_names = mixtures.register_cot(cot.base_names(False), cot.base_names(True))
+  mixture_names += mixtures.register_niv2([niv2.seqio_name(t) for t in niv2_tasks])
+  return {"cot": cot_names, "niv2": niv2_names, "mixtures": mixture_names}
+
+
+REGISTERED = register_all()
