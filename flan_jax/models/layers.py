@@ -10,8 +10,9 @@ Attention cache contract (flax collection `cache`, created by a call with `decod
   * `cache_index`: int32, the next position to write. A scalar (all rows in step) unless the module was built with
     `per_example_cache_index=True`, then `[batch]` (used by the decoder-only model, whose prompts differ in length).
 A `decode=True` call on a module whose cache does not exist yet only creates zeros of the input's shape (the
-caller passes full-length dummy inputs); later calls take one token per row, write it at `cache_index`, attend to
-positions `<= cache_index` and advance the index by one.
+caller passes full-length dummy inputs); later calls take one token per row, write it at `cache_index` (replacing
+the slot), attend to positions `<= cache_index` and advance the index by one. A `prefill=True` call runs the full
+prompt and stores its keys/values, zero past each row's `prefill_lengths`, with `cache_index = prefill_lengths`.
 """
 from __future__ import annotations
 
@@ -264,15 +265,18 @@ class MultiHeadAttention(nn.Module):
         one_hot = jax.nn.one_hot(cur_index, length, dtype=key.dtype)  # [length] or [b, length]
         if self.per_example_cache_index:
           one_hot = one_hot[:, None, None, :]
-        key = cached_key.value + jnp.moveaxis(key, -3, -1) * one_hot
-        value = cached_value.value + jnp.moveaxis(value, -3, -1) * one_hot
+        keep = 1 - one_hot  # overwrite (not add to) whatever the slot held
+        key = cached_key.value * keep + jnp.moveaxis(key, -3, -1) * one_hot
+        value = cached_value.value * keep + jnp.moveaxis(value, -3, -1) * one_hot
         cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + 1
         key, value = jnp.moveaxis(key, -1, -3), jnp.moveaxis(value, -1, -3)
         idx = jnp.broadcast_to(cur_index, (batch,))
         step_mask = (jnp.arange(length)[None, :] <= idx[:, None])[:, None, None, :]
         mask = step_mask if mask is None else jnp.logical_and(mask, step_mask)
-        if bias is not None:  # the bias row of the current query position
+        if bias is not None and self.per_example_cache_index:  # each row's bias row at its own position
+          bias = jnp.moveaxis(jnp.take(bias[0], cur_index, axis=-2), -2, 0)[:, :, None, :]
+        elif bias is not None:  # the bias row of the current query position
           bias = jax.lax.dynamic_slice_in_dim(bias, jnp.reshape(cur_index, ()), 1, axis=-2)
     if cur_index is None and self.rope_theta is not None:
       if positions is None:
@@ -282,9 +286,12 @@ class MultiHeadAttention(nn.Module):
     if prefill:
       if prefill_lengths is None:
         raise ValueError("prefill=True needs prefill_lengths")
-      cached_key.value = jnp.moveaxis(key, -3, -1)
-      cached_value.value = jnp.moveaxis(value, -3, -1)
-      cache_index.value = jnp.broadcast_to(prefill_lengths.astype(jnp.int32), cache_index.value.shape)
+      lengths = jnp.asarray(prefill_lengths, jnp.int32)
+      # zero the slots past each prompt, so the cache holds exactly the prompt
+      valid = (jnp.arange(key.shape[1])[None, :] < jnp.reshape(lengths, (-1, 1)))[:, None, None, :]
+      cached_key.value = jnp.where(valid, jnp.moveaxis(key, -3, -1), 0).astype(key.dtype)
+      cached_value.value = jnp.where(valid, jnp.moveaxis(value, -3, -1), 0).astype(value.dtype)
+      cache_index.value = jnp.broadcast_to(lengths, cache_index.value.shape)
 
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
