@@ -63,11 +63,36 @@ def lookup(name: str):
   raise UnknownNameError(f"unknown task or mixture {name!r}{hint}")
 
 
+def with_available_tasks(provider, split: str = "train"):
+  """(the provider, []) for a task; for a mixture, the mixture of its tasks whose data is there (same rates) and
+  the names of those left out, each warned about on stderr (e.g. CoT esnli/qed, absent from the data dir)."""
+  seqio = _seqio()
+  if not isinstance(provider, seqio.Mixture):
+    return provider, []
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  kept, left_out = [], []
+  for task in provider.tasks:
+    try:
+      task.source.get_dataset(split=split, shuffle=False)
+    except (FileNotFoundError, tf.errors.NotFoundError) as e:
+      print(f"warning: mixture {provider.name}: leaving out task {task.name}: {e}", file=sys.stderr)
+      left_out.append(task.name)
+      continue
+    kept.append((task, provider.get_rate(task)))
+  if not left_out:
+    return provider, []
+  if not kept:
+    raise FileNotFoundError(f"mixture {provider.name}: none of its {len(left_out)} tasks has its data in the data "
+                            f"dir {data_dir_lib.data_dir()}; run `flan-jax data download`")
+  return seqio.Mixture(provider.name, kept), left_out
+
+
 def iter_examples(name: str, n: int | None, split: str = "train", shuffle: bool = False,
-                  seed: int | None = None) -> Iterator[dict[str, Any]]:
+                  seed: int | None = None, provider=None) -> Iterator[dict[str, Any]]:
   """The first `n` examples of a task or mixture as Python values (strings decoded, token ids as lists)."""
   seqio = _seqio()
-  provider = lookup(name)
+  if provider is None:
+    provider, _ = with_available_tasks(lookup(name), split)
   if isinstance(provider, seqio.Mixture):
     ds = provider.get_dataset(sequence_length=None, split=split, shuffle=shuffle, seed=seed, num_epochs=None,
                               copy_pretokenized=True, passthrough_features=list(META_FEATURES),
@@ -148,10 +173,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
   except ValueError as e:
     print(f"flan-jax data stats: {e}", file=sys.stderr)
     return 2
-  provider = lookup(args.name)
+  provider, left_out = with_available_tasks(lookup(args.name), args.split)
   before = skip_counters()
-  examples = iter_examples(args.name, args.n, args.split, args.shuffle, args.seed)
+  examples = iter_examples(args.name, args.n, args.split, args.shuffle, args.seed, provider=provider)
   result = stats_lib.summarize(args.name, stats_lib.rate_shares(provider), examples, lengths, args.block_size)
+  result.left_out = left_out
   after = skip_counters()
   result.skipped_rows = _since(after[0], before[0])
   result.dropped_queries = _since(after[1], before[1])
@@ -231,6 +257,6 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 2
   try:
     return int(args.func(args) or 0)
-  except UnknownNameError as e:
+  except (UnknownNameError, FileNotFoundError) as e:
     print(f"flan-jax data {args.command}: {e}", file=sys.stderr)
     return 2

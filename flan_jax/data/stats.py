@@ -45,6 +45,7 @@ class DataStats:
   packing: list[PackingStats]
   skipped_rows: dict[str, int]  # data file -> rows skipped by its reader (warned on stderr)
   dropped_queries: dict[str, int]  # task -> few-shot queries left with no exemplar
+  left_out: list[str] = dataclasses.field(default_factory=list)  # mixture tasks whose data is not in the data dir
 
 
 def rate_shares(task_or_mixture: seqio.Task | seqio.Mixture) -> dict[str, float]:
@@ -102,6 +103,9 @@ def format_stats(stats: DataStats) -> str:
   lines.append(f"tasks ({len(stats.rates)}), share of the mixing rate:")
   for task, share in sorted(stats.rates.items(), key=lambda kv: (-kv[1], kv[0])):
     lines.append(f"  {task:<64} {share:7.2%}")
+  if stats.left_out:
+    lines.append(f"tasks left out, their data is not in the data dir ({len(stats.left_out)}): " +
+                 ", ".join(stats.left_out))
   lines.append("examples read per _task_name:")
   for task, got in sorted(stats.examples_per_task.items(), key=lambda kv: (-kv[1], kv[0])):
     lines.append(f"  {task:<64} {got:7,} {got / stats.examples:7.2%}")
