@@ -119,6 +119,7 @@ def train(
     train_steps: int = gin.REQUIRED,
     batch_size: int = gin.REQUIRED,
     mixture_or_task_module: Any = None,
+    mixture_components: Sequence[tuple[str, float]] | None = None,
     learning_rate: float = 1e-3,
     learning_rate_schedule: str = "constant",
     warmup_steps: int = 0,
@@ -136,6 +137,7 @@ def train(
     eval_period: int = 0,
     eval_mixture_or_task_name: str | None = None,
     eval_split: str = "validation",
+    eval_mixture_components: Sequence[tuple[str, float]] | None = None,
     eval_steps: int = 10,
     log_period: int = 1,
     peak_flops_per_device: float | None = None,
@@ -149,8 +151,11 @@ def train(
 
   # --- everything that can be wrong with the configuration fails here, before any compile
   _import_modules(mixture_or_task_module)
+  input_pipeline.register_mixture(mixture_or_task_name, mixture_components, "train.mixture_components")
   input_pipeline.check_mixture(mixture_or_task_name, "MIXTURE_OR_TASK_NAME")
   if eval_period:
+    input_pipeline.register_mixture(eval_mixture_or_task_name, eval_mixture_components,
+                                    "train.eval_mixture_components")
     input_pipeline.check_mixture(eval_mixture_or_task_name or "", "EVAL_MIXTURE_OR_TASK_NAME")
   part = partitioning.Partitioner(partitioner or partitioning.PartitionerConfig())
   part.check_batch_size(batch_size, "BATCH_SIZE")

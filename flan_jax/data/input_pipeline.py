@@ -46,6 +46,31 @@ def check_mixture(name: str, binding: str = "MIXTURE_OR_TASK_NAME") -> seqio.Tas
         f"{len(known)} registered: {hint}") from None
 
 
+def register_mixture(name: str | None, components: Any, binding: str) -> None:
+  """Registers `name` as a SeqIO mixture of (task or mixture, rate) pairs, for run configs that mix existing ones."""
+  if not components:
+    return
+  components = [(str(c), float(r)) for c, r in components]
+  for component, _ in components:
+    check_mixture(component, f"{binding} component")
+  if name in seqio.MixtureRegistry.names():
+    existing = seqio.get_mixture_or_task(name)
+    have = sorted((t.name, existing.get_rate(t)) for t in existing.tasks)
+    want = sorted((t.name, r) for c, r in components for t in _tasks_with_rates(c, r))
+    if have != want:
+      raise InputConfigError(f"{binding}: mixture {name!r} is already registered with other components")
+    return
+  seqio.MixtureRegistry.add(name, components)
+
+
+def _tasks_with_rates(name: str, rate: float) -> list[tuple[seqio.Task, float]]:
+  item = seqio.get_mixture_or_task(name)
+  if isinstance(item, seqio.Task):
+    return [(item, rate)]
+  total = sum(item.get_rate(t) for t in item.tasks)
+  return [(t, rate * item.get_rate(t) / total) for t in item.tasks]
+
+
 def build_host_dataset(config: InputConfig, feature_converter: seqio.FeatureConverter,
                        process_index: int, process_count: int) -> tf.data.Dataset:
   """This process's batches (batch_size / process_count rows each), endless unless num_epochs is set."""
