@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="flan-jax convert", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="\n".join(__doc__.split("\n\n")[1:3]))
+      epilog="\n\n".join(__doc__.split("\n\n")[1:3]))
   p.add_argument("--from", dest="source", required=True, choices=SOURCES, help="format of SRC")
   p.add_argument("src", metavar="SRC", help="the checkpoint to convert (a directory)")
   p.add_argument("--to", dest="to", required=True, nargs="+", metavar="[FORMAT] DIR",
