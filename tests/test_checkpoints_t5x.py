@@ -62,14 +62,34 @@ def test_optimizer_state_has_t5x_slots(legacy):
   state = legacy.optimizer_state()
   assert int(state["step"]) == 3
   slots = state["param_states"]
-  query = slots["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  query = slots["encoder/layers_0/attention/query/kernel"]
   assert {k: v.shape for k, v in query.items()} == {"m": (1,), "v": (1,), "v_row": (64,), "v_col": (64,)}
-  embed = slots["token_embedder"]["embedding"]
+  embed = slots["token_embedder/embedding"]
   assert embed["v_row"].shape == (64,) and embed["v_col"].shape == (4096,)  # T5X factors vocab as the column
-  norm = slots["decoder"]["decoder_norm"]["scale"]
+  norm = slots["decoder/decoder_norm/scale"]
   assert norm["v"].shape == (64,) and norm["v_row"].shape == (1,)
-  assert set(flatten(slots)) == {n[len("state/param_states/"):] for n in legacy.arrays
-                                 if n.startswith("state/param_states/")}
+  assert {f"{p}/{k}" for p, s in slots.items() for k in s} == {
+      n[len("state/param_states/"):] for n in legacy.arrays if n.startswith("state/param_states/")}
+
+
+def test_slots_load_into_our_adafactor_to_continue_the_run(legacy):
+  from flan_jax import optimizers
+  # The fixture's optimizer: decay_rate 0.8, min_dim_size_to_factor 32 (see its README).
+  opt = optimizers.Adafactor(optimizers.AdafactorConfig(decay_rate=0.8, min_dim_size_to_factor=32),
+                             optimizers.constant_schedule(0.01))
+  params = legacy.params()
+  t5x_state = legacy.optimizer_state()
+  state = opt.state_from_t5x(params, t5x_state["param_states"], int(t5x_state["step"]))
+  assert int(state.count) == 3
+  np.testing.assert_array_equal(np.asarray(state.v_col["decoder"]["logits_dense"]["kernel"]),
+                                legacy.arrays["state/param_states/decoder/logits_dense/kernel/v_col"].read())
+  np.testing.assert_array_equal(np.asarray(state.v["encoder"]["relpos_bias"]["rel_embedding"]),
+                                legacy.arrays["state/param_states/encoder/relpos_bias/rel_embedding/v"].read())
+  # A mismatched factoring (T5X's default 128 here) is refused, naming the slot.
+  wrong = optimizers.Adafactor(optimizers.AdafactorConfig(min_dim_size_to_factor=128),
+                               optimizers.constant_schedule(0.01))
+  with pytest.raises(ValueError, match="min_dim_size_to_factor=128"):
+    wrong.state_from_t5x(params, t5x_state["param_states"], 3)
 
 
 @pytest.mark.parametrize("which", ["ckpt_legacy", "ckpt_orbax"])
@@ -110,10 +130,10 @@ def test_sharded_optimizer_state_follows_param_shardings(orbax):
   mesh = Mesh(np.array(jax.devices()[:2]).reshape(1, 2), ("data", "model"))
   norm_sharding = NamedSharding(mesh, P("model"))
   state = orbax.optimizer_state(param_shardings={"encoder": {"encoder_norm": {"scale": norm_sharding}}})
-  v = state["param_states"]["encoder"]["encoder_norm"]["scale"]["v"]
+  v = state["param_states"]["encoder/encoder_norm/scale"]["v"]
   assert v.sharding == norm_sharding and len(v.addressable_shards) == 2
   np.testing.assert_array_equal(np.asarray(v), orbax.arrays["state/param_states/encoder/encoder_norm/scale/v"].read())
-  placeholder = state["param_states"]["encoder"]["encoder_norm"]["scale"]["m"]
+  placeholder = state["param_states"]["encoder/encoder_norm/scale"]["m"]
   assert placeholder.sharding.is_fully_replicated
 
 

@@ -225,15 +225,16 @@ class T5XCheckpoint:
                       for name in shapes})
 
   def optimizer_state(self, param_shardings: Any = None) -> dict[str, Any]:
-    """T5X's Adafactor state: `{'step': int32 array, 'param_states': {<param tree>: {'m','v','v_row','v_col'}}}`.
+    """T5X's Adafactor state: `{'step': int32 array, 'param_states': {'<param name>': {'m','v','v_row','v_col'}}}`.
 
-    Slots keep T5X's shapes (`v_row`/`v_col` for factored kernels, `v` otherwise, shape-[1] placeholders for the
-    unused ones). A slot shaped like its parameter takes the parameter's sharding; the small ones are replicated on
-    the same mesh.
+    Param names are ours (`encoder/layers_0/attention/query/kernel`), the form
+    `flan_jax.optimizers.Adafactor.state_from_t5x(params, param_states, step)` takes. Slots keep T5X's shapes
+    (`v_row`/`v_col` for factored kernels, `v` otherwise, shape-[1] placeholders for the unused ones). A slot shaped
+    like its parameter takes the parameter's sharding; the small ones are replicated on the same mesh.
     """
     flat_shardings = flatten(param_shardings) if isinstance(param_shardings, Mapping) else {}
     single = None if isinstance(param_shardings, Mapping) else param_shardings
-    slots: dict[str, Any] = {}
+    slots: dict[str, dict[str, jax.Array]] = {}
     prefix = "state/param_states/"
     for name, stored in self.arrays.items():
       if not name.startswith(prefix):
@@ -249,7 +250,7 @@ class T5XCheckpoint:
         mesh = getattr(sharding, "mesh", None)
         sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh is not None
                     else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-      slots[f"{param_name}/{slot}"] = self._build(stored, sharding, None)
+      slots.setdefault(param_name, {})[slot] = self._build(stored, sharding, None)
     step = self.arrays["state/step"]
     step_sharding = None
     if single is not None or flat_shardings:
@@ -257,7 +258,7 @@ class T5XCheckpoint:
       mesh = getattr(any_sharding, "mesh", None)
       if mesh is not None:
         step_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return {"step": self._build(step, step_sharding, None), "param_states": unflatten(slots)}
+    return {"step": self._build(step, step_sharding, None), "param_states": slots}
 
 
 def load_params(path: str | os.PathLike, shardings: Any = None, expected: Mapping[str, Any] | None = None,
