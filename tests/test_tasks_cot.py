@@ -1,0 +1,115 @@
+"""CoT registry: the 414 names, seqio examples, missing files, bad input, determinism, sharding."""
+from __future__ import annotations
+
+import itertools
+import shutil
+
+import pytest
+import seqio
+
+from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data import registry
+from flan_jax.data import sources
+from flan_jax.data import templates as tpl
+
+
+@pytest.fixture(scope="session")
+def registered():
+  import tasks
+  return tasks.REGISTERED
+
+
+def test_414_cot_task_names(registered):
+  names = registered["cot"]
+  assert len(names) == len(set(names)) == 414
+  # 18 bases (9 CoT + 9 input inversion) x 23: 3 zero-shot + 2 option sets x (5 formatted bases +
+  # 5 few-shot tasks).
+  per_base = {n.split("_template_")[0] for n in names}
+  assert len(per_base) == 18
+  for want in ("cot_gsm8k_template_0to10_zero_shot", "cot_gsm8k_template_0to10_no_opt_x_shot",
+               "cot_input_inversion_gsm8k_template_mix_five_shot", "stream_qed_template_1_two_shot",
+               "cot_esnli_template_2_no_opt_one_shot", "stream_input_inversion_aqua_template_0_zero_shot"):
+    assert want in names
+  suffixes = {n.split("_template_")[1] for n in names}
+  assert len(suffixes) == 23
+
+
+def test_seqio_examples_carry_the_contract_features(registered):
+  task = seqio.get_mixture_or_task("cot_gsm8k_template_0to10_x_shot")
+  ds = task.get_dataset(sequence_length={"inputs": 2048, "targets": 512}, shuffle=False)
+  ex = next(ds.as_numpy_iterator())
+  vocab = task.output_features["inputs"].vocabulary
+  assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1
+  assert ex["inputs"].tolist() == vocab.encode(ex["inputs_pretokenized"].decode()) + [1]
+  assert ex["targets"].tolist() == vocab.encode(ex["targets_pretokenized"].decode()) + [1]
+  assert ex["_task_name"] == b"cot_gsm8k" and ex["_task_source"] == b"CoT"
+  assert ex["_template_type"] == b"fs_opt" and ex["_template_idx"] == 0
+
+
+def test_missing_esnli_fails_with_download_command(registered):
+  task = seqio.get_mixture_or_task("cot_esnli_template_0to10_zero_shot")
+  with pytest.raises(data_dir_lib.DataMissingError, match="esnli_train.tsv is not in the data dir.*"
+                     "flan-jax data download --only cot"):
+    task.get_dataset(sequence_length=None, shuffle=False)
+  # Its count still comes from num_cases.json, so mixture rates stay computable.
+  assert registry.flan_source(task).num_examples() == 36170
+
+
+def test_same_seed_same_examples_and_shards_cover(registered):
+  task = seqio.get_mixture_or_task("cot_qasc_template_0to10_zero_shot")
+
+  def texts(n=None, **kw):
+    ds = task.get_dataset(sequence_length=None, **kw)
+    ds = ds.take(n) if n else ds
+    return [e["inputs_pretokenized"] for e in ds.as_numpy_iterator()]
+
+  a = texts(30, shuffle=True, seed=5)
+  assert a == texts(30, shuffle=True, seed=5) and a != texts(30, shuffle=True, seed=6)
+  full = texts(shuffle=False)
+  shards = [texts(shuffle=False, shard_info=seqio.ShardInfo(i, 3)) for i in range(3)]
+  assert sum(map(len, shards)) == len(full) == 1080
+  assert sorted(itertools.chain(*shards)) == sorted(full)
+  assert shards[1] == full[1::3]
+
+
+def _tmp_data_dir(tmp_path, flan_data_dir):
+  (tmp_path / "flan/cot").mkdir(parents=True)
+  shutil.copy(flan_data_dir / "flan/templates.json", tmp_path / "flan")
+  return tmp_path
+
+
+def test_malformed_tsv_rows_are_warned_skipped_counted(tmp_path, flan_data_dir, registered, capfd):
+  d = _tmp_data_dir(tmp_path, flan_data_dir)
+  good = (flan_data_dir / "flan/cot/strategyqa_train.tsv").read_text(encoding="utf-8").split("\n")[:22]
+  rows = good[:3] + ["only\ttwo"] + good[3:] + ["a\tb\tc\td"]
+  path = d / "flan/cot/strategyqa_train.tsv"
+  path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+  data_dir_lib.set_data_dir(d)
+  try:
+    src = registry.flan_source("cot_strategyqa_template_0to10_zero_shot")
+    before = sources.skipped_rows().get(str(path), 0)
+    examples = list(registry.render(src.dataset, src.variant, src.task))
+    err = capfd.readouterr().err
+    assert f"{path}:4: skipped row" in err and f"{path}:24: skipped row" in err
+    assert sources.skipped_rows()[str(path)] - before == 2
+    assert len(examples) == 20 == src.num_examples()
+    assert examples[3]["inputs"].startswith(tpl.fill(src.variant.patterns[3][0], {
+        "question": good[3].split("\t")[0], "answer": "", "chain_of_thought": ""})[:20])
+  finally:
+    data_dir_lib.set_data_dir(None)
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+  bad = tmp_path / "templates.json"
+  bad.write_text('{\n  "PATTERNS": {\n    "x": [1, 2,]\n  }\n}\n', encoding="utf-8")
+  with pytest.raises(sources.DataFormatError, match=rf"{bad}:3:\d+: invalid JSON"):
+    sources.load_json(bad)
+
+
+def test_unknown_names_are_errors(registered):
+  with pytest.raises(ValueError, match="cot_gsm9k"):
+    seqio.get_mixture_or_task("cot_gsm9k_template_0to10_zero_shot")
+  with pytest.raises(TypeError, match="not a Flan task"):
+    seqio.TaskRegistry.add("not_flan_task_for_test", source=seqio.FunctionDataSource(
+        lambda split, shuffle_files: None, splits=["train"]), output_features={})
+    registry.flan_source("not_flan_task_for_test")
