@@ -36,6 +36,7 @@ class DecodeConfig:
   topk: int = 0
   topp: float = 0.0
   alpha: float = 0.6
+  eos_id: int = vocab_lib.EOS_ID  # -1 never stops early (fixed-length benchmarks)
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -60,7 +61,7 @@ def _zero_cache(module, *args, **kwargs) -> Any:
 
 
 def _run_decoder(config: DecodeConfig, ttl, cache, batch_size: int, rng, initial_ids=None):
-  common = dict(batch_size=batch_size, max_decode_len=config.max_decode_length, eos_id=vocab_lib.EOS_ID,
+  common = dict(batch_size=batch_size, max_decode_len=config.max_decode_length, eos_id=config.eos_id,
                 initial_ids=initial_ids)
   if config.method == "beam":
     return decoding.beam_search(ttl, cache, num_beams=config.num_decodes, alpha=config.alpha, **common)
