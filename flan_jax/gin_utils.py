@@ -21,6 +21,27 @@ class GinConfigError(ValueError):
   """A gin file or binding could not be parsed; the message names it."""
 
 
+def _safe_exists(check):
+  def exists(path: str) -> bool:
+    try:
+      return check(path)
+    except (TypeError, AttributeError):
+      return False
+  return exists
+
+
+@functools.cache
+def _guard_package_resource_lookup() -> None:
+  """gin also looks for 'a/b.gin' as a file of Python package `a`; a plain directory such as `runs/` (MODEL_DIR)
+  in the working dir is a namespace package without a file, and gin's lookup then raises TypeError instead of
+  moving on to the search paths. Treat that case as 'not found'."""
+  from gin import resource_reader
+  readers = gin.config._FILE_READERS  # noqa: SLF001 - gin has no public way to wrap a registered reader
+  for i, (reader, exists) in enumerate(readers):
+    if exists is resource_reader.system_path_file_exists:
+      readers[i] = (reader, _safe_exists(exists))
+
+
 @functools.cache
 def register_configurables() -> None:
   """Registers library classes and functions with gin once per process."""
@@ -64,6 +85,7 @@ def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
   """Parses gin files then bindings (later wins); errors name the file or binding at fault."""
   register_configurables()
+  _guard_package_resource_lookup()
   for path in [*search_paths, str(REPO_GIN_DIR), str(REPO_GIN_DIR.parent), os.getcwd()]:
     if path:
       gin.add_config_file_search_path(path)

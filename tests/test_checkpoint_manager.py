@@ -65,3 +65,16 @@ def test_restore_from_empty_dir_names_it(tmp_path):
   with manager.Checkpointer(tmp_path / "empty") as ckpt:
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
       ckpt.restore(abstract_params=manager.abstract_like(_params()))
+
+
+def test_is_checkpoint_dir_sees_only_committed_steps(tmp_path):
+  assert not manager.Checkpointer.is_checkpoint_dir(tmp_path / "absent")
+  (tmp_path / "5.orbax-checkpoint-tmp-123" / "params").mkdir(parents=True)  # a save killed mid-write
+  assert not manager.Checkpointer.is_checkpoint_dir(tmp_path)
+  with manager.Checkpointer(tmp_path, async_save=False) as ckpt:
+    assert ckpt.latest_step() is None
+    ckpt.save(2, params=_params())
+    ckpt.wait_until_finished()
+  assert manager.Checkpointer.is_checkpoint_dir(tmp_path)
+  with manager.Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
+    assert ckpt.all_steps() == [2]

@@ -56,7 +56,7 @@ def register_mixture(name: str | None, components: Any, binding: str) -> None:
   if name in seqio.MixtureRegistry.names():
     existing = seqio.get_mixture_or_task(name)
     have = sorted((t.name, existing.get_rate(t)) for t in existing.tasks)
-    want = sorted((t.name, r) for c, r in components for t in _tasks_with_rates(c, r))
+    want = sorted((t.name, rate) for c, r in components for t, rate in _tasks_with_rates(c, r))
     if have != want:
       raise InputConfigError(f"{binding}: mixture {name!r} is already registered with other components")
     return
