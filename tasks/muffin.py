@@ -5,7 +5,8 @@ FLAN v2 reads (v2 lifts the 30,000-example train cap, keeping only the tail FLAN
 para_crawl-derived and opinion_abstracts tasks keep their fixed slices), the preprocessor, the templates.json
 key, postprocessor and metrics. FLAN v2's adjustments: wsc273 is dropped (no train split), lambada and
 unified_qa_science_inst are added. Rows carry `_task_name` = the config name and `_task_source` = "Flan2021"
-(upstream's add_source_info call swaps the two; we keep each field's meaning).
+(upstream's add_source_info call swaps the two; we keep each field's meaning). Datasets with a default
+builder config name it (paws_wiki/labeled_final_tokenized), so the prepared dir is known without TFDS code.
 
 Nothing is read at registration: TFDS availability is a file-system check made when a task is built.
 """
@@ -111,7 +112,7 @@ def _configs() -> list[MuffinConfig]:
         mp.story_cloze, "story_cloze", **opt),
       C("imdb_reviews", _spec("imdb_reviews/plain_text", "1.0.0", "train[:-200]"), mp.imdb_reviews,
         "imdb_reviews", **opt),
-      C("paws_wiki", _spec("paws_wiki", "1.1.0"),
+      C("paws_wiki", _spec("paws_wiki/labeled_final_tokenized", "1.1.0"),
         mp.classify(["no", "yes"], sentence1="sentence1", sentence2="sentence2"), "paws_wiki", **opt),
       C("definite_pronoun_resolution", _spec("definite_pronoun_resolution", "1.1.0", "train[:-200]"),
         mp.definite_pronoun_resolution, "definite_pronoun_resolution", **opt),
