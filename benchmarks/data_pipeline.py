@@ -6,11 +6,16 @@ the mixture holds. Prints examples/s, tokens/s, peak RSS (and RSS as the run goe
 seqio's greedy count, and where the time goes: render (the task's source alone), tokenize (SentencePiece on the
 rendered strings), pack. Tasks whose files are absent (esnli, qed) are listed and skipped.
 
-  python benchmarks/data_pipeline.py [--mixture cot_submix] [--module tasks] [--lengths 2048/512] [-n MAX]
+Two engines: `seqio` reads each task's seqio pipeline (tf.data: the source's from_generator, then seqio's tokenize
+map), as training does today; `python` renders with the same Python renderer (`registry.render`), encodes with
+SentencePiece in batches and runs tasks in `--workers` processes, which is what the tf.data path costs on top.
+
+  python benchmarks/data_pipeline.py [--mixture cot_submix] [--engine seqio|python] [--lengths 2048/512] [-n MAX]
 """
 from __future__ import annotations
 
 import argparse
+import array
 import importlib
 import os
 import resource
@@ -28,13 +33,17 @@ from flan_jax.data import packing  # noqa: E402
 from flan_jax.data import stats as stats_lib  # noqa: E402
 
 
-def rss_mb() -> float:
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mb(field: str = "VmRSS") -> float:
+  """Resident memory now (VmRSS), or its private part (RssAnon: without the mapped TF/XLA libraries)."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) / 1024
+  raise KeyError(field)
 
 
-def peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+  return resource.getrusage(who).ru_maxrss / 1024
 
 
 def leaf_tasks(name: str):
@@ -65,6 +74,42 @@ def available(task) -> bool:
     return False
 
 
+def _python_task_examples(task_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Renders and tokenizes one Flan task in Python (a worker process): (inputs, targets) ids with EOS."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import registry, vocab  # pylint: disable=import-outside-toplevel
+  source = registry.flan_source(seqio.TaskRegistry.get(task_name))
+  sp = vocab.get_vocabulary().tokenizer
+  out = []
+  chunk: list[dict] = []
+
+  def flush():
+    ids = sp.encode([ex["inputs"] for ex in chunk] + [ex["targets"] for ex in chunk])
+    for i in range(len(chunk)):
+      out.append((np.array(ids[i] + [vocab.EOS_ID], np.int32), np.array(ids[len(chunk) + i] + [vocab.EOS_ID],
+                                                                      np.int32)))
+    chunk.clear()
+
+  for ex in registry.render(source.dataset, source.variant, source.task):
+    chunk.append(ex)
+    if len(chunk) == 512:
+      flush()
+  if chunk:
+    flush()
+  return out
+
+
+def python_examples(tasks, workers: int):
+  """Each task's examples in task order, rendered and tokenized by `workers` forked processes."""
+  import multiprocessing  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import vocab  # pylint: disable=import-outside-toplevel
+  vocab.get_vocabulary().tokenizer  # load the model before forking, so workers never touch TF file APIs
+  with multiprocessing.get_context("fork").Pool(workers) as pool:
+    for examples in pool.imap(_python_task_examples, [t.name for t in tasks]):
+      for inputs, targets in examples:
+        yield {"inputs": inputs, "targets": targets}
+
+
 class Meter:
   """Counts the examples and tokens streamed through it, and samples RSS as the run goes."""
 
@@ -72,45 +117,60 @@ class Meter:
     self.examples = 0
     self.tokens = 0
     self.sums = {"inputs": 0, "targets": 0}
-    self.sizes: list[tuple[int, int]] = []
+    self.sizes = array.array("i")  # (inputs, targets) lengths, flat: 8 bytes an example
     self.limit = limit
     self.rss_trace: list[tuple[int, float]] = []
 
-  def stream(self, tasks, lengths):
-    for task in tasks:
-      ds = task.get_dataset(sequence_length=None, split="train", shuffle=False, num_epochs=1)
-      for ex in ds.as_numpy_iterator():
-        if self.limit is not None and self.examples >= self.limit:
-          return
-        li, lt = len(ex["inputs"]), len(ex["targets"])
-        self.examples += 1
-        self.tokens += li + lt
-        self.sizes.append((li, lt))
-        self.sums["inputs"] += min(li, lengths["inputs"])
-        self.sums["targets"] += min(lt, lengths["targets"])
-        if self.examples % 50000 == 0:
-          self.rss_trace.append((self.examples, rss_mb()))
-        yield {"inputs": ex["inputs"], "targets": ex["targets"]}
+  def stream(self, examples, lengths):
+    for ex in examples:
+      if self.limit is not None and self.examples >= self.limit:
+        return
+      li, lt = len(ex["inputs"]), len(ex["targets"])
+      self.examples += 1
+      self.tokens += li + lt
+      self.sizes.extend((li, lt))
+      self.sums["inputs"] += min(li, lengths["inputs"])
+      self.sums["targets"] += min(lt, lengths["targets"])
+      if self.examples % 50000 == 0:
+        self.rss_trace.append((self.examples, rss_mb("RssAnon")))
+      yield {"inputs": ex["inputs"], "targets": ex["targets"]}
+
+
+def seqio_examples(tasks):
+  for task in tasks:
+    yield from task.get_dataset(sequence_length=None, split="train", shuffle=False, num_epochs=1).as_numpy_iterator()
 
 
 def breakdown(tasks, sample: int) -> dict[str, float]:
-  """Seconds per example for render alone (the task's source) and for SentencePiece on the rendered strings."""
-  from flan_jax.data import vocab  # pylint: disable=import-outside-toplevel
+  """CPU seconds per example of: rendering in Python (`registry.render`), the same rendering read through the task
+  source's tf.data `from_generator`, and SentencePiece on the rendered strings (batched)."""
+  from flan_jax.data import registry, vocab  # pylint: disable=import-outside-toplevel
   sp = vocab.get_vocabulary().tokenizer
   texts: list[str] = []
-  start = time.perf_counter()
+  start = time.process_time()
   for task in tasks:
-    for ex in task.source.get_dataset(split="train", shuffle=False).as_numpy_iterator():
-      texts += [ex["inputs"].decode(), ex["targets"].decode()]
+    source = registry.flan_source(task)
+    for ex in registry.render(source.dataset, source.variant, source.task):
+      texts += [ex["inputs"], ex["targets"]]
       if len(texts) >= 2 * sample:
         break
     if len(texts) >= 2 * sample:
       break
-  render = (time.perf_counter() - start) / (len(texts) // 2)
-  start = time.perf_counter()
+  n = len(texts) // 2
+  render = (time.process_time() - start) / n
+  start, read = time.process_time(), 0
+  for task in tasks:
+    for _ in task.source.get_dataset(split="train", shuffle=False).as_numpy_iterator():
+      read += 1
+      if read >= n:
+        break
+    if read >= n:
+      break
+  from_generator = (time.process_time() - start) / read
+  start = time.process_time()
   sp.encode(texts)
-  tokenize = (time.perf_counter() - start) / (len(texts) // 2)
-  return {"render": render, "tokenize": tokenize}
+  tokenize = (time.process_time() - start) / n
+  return {"render": render, "from_generator": from_generator, "tokenize": tokenize}
 
 
 def main(argv=None) -> int:
@@ -120,6 +180,8 @@ def main(argv=None) -> int:
   parser.add_argument("--data_dir")
   parser.add_argument("--lengths", default="2048/512")
   parser.add_argument("--block_size", type=int, default=packing.DEFAULT_BLOCK_SIZE)
+  parser.add_argument("--engine", choices=("seqio", "python"), default="seqio")
+  parser.add_argument("--workers", type=int, default=2, help="processes for --engine python")
   parser.add_argument("-n", type=int, default=None, help="stop after this many examples")
   parser.add_argument("--breakdown_sample", type=int, default=5000,
                       help="examples rendered again alone to split render / tokenize time (0: skip)")
@@ -133,14 +195,19 @@ def main(argv=None) -> int:
   missing = sorted(t.name for t in tasks if t not in present)
   print(f"{args.mixture}: {len(tasks)} tasks, {len(present)} with their files in {data_dir_lib.data_dir()}"
         + (f"; skipped (not in the data dir): {len(missing)}, e.g. {', '.join(missing[:4])}" if missing else ""))
-  rss_start = rss_mb()
+  rss_start, anon_start = rss_mb(), rss_mb("RssAnon")
   meter = Meter(args.n)
-  packer = packing.PackedIterator(meter.stream(present, lengths), lengths, block_size=args.block_size)
+  examples = seqio_examples(present) if args.engine == "seqio" else python_examples(present, args.workers)
+  packer = packing.PackedIterator(meter.stream(examples, lengths), lengths, block_size=args.block_size)
   rows = 0
   start = time.perf_counter()
+  cpu_start = time.process_time()
   for _ in packer:
     rows += 1
   wall = time.perf_counter() - start
+  cpu = time.process_time() - cpu_start
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu_workers = children.ru_utime + children.ru_stime  # the pool's workers, reaped when it closed
   sizes = np.array(meter.sizes, np.int64).reshape(-1, 2)
   cap = list(lengths.values())
   start = time.perf_counter()
@@ -148,21 +215,33 @@ def main(argv=None) -> int:
   pack_s = time.perf_counter() - start
   greedy = packing.greedy_row_count(sizes, cap)
   bound = packing.lower_bound_rows(meter.sums, lengths)
+  halves = packing.over_half_row(sizes, cap)
   assert ffd_only == rows, (ffd_only, rows)
-  print(f"examples {meter.examples:,} in {wall:.1f} s: {meter.examples / wall:,.0f} examples/s, "
-        f"{meter.tokens / wall:,.0f} tokens/s (inputs + targets)")
-  print(f"peak RSS {peak_rss_mb():,.0f} MB (after imports {rss_start:,.0f} MB); RSS by examples read: " +
-        ", ".join(f"{n:,}: {mb:,.0f} MB" for n, mb in meter.rss_trace))
+  print(f"engine {args.engine}: examples {meter.examples:,} in {wall:.1f} s: {meter.examples / wall:,.0f} examples/s, "
+        f"{meter.tokens / wall:,.0f} tokens/s (inputs + targets); main-process CPU {cpu:.1f} s "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+  cpu_total = cpu + cpu_workers
+  print(f"CPU time {cpu_total:.1f} s (main {cpu:.1f} + workers {cpu_workers:.1f}): "
+        f"{meter.examples / cpu_total:,.0f} examples per CPU-second, i.e. "
+        f"{meter.examples / cpu_total * min(os.cpu_count() or 1, max(args.workers, 1) if args.engine == 'python' else 1):,.0f}"
+        f" examples/s on an idle machine with {os.cpu_count()} cores (the wall figure above shares them with "
+        f"everything else running)")
+  children = f", worker processes peak {peak_rss_mb(resource.RUSAGE_CHILDREN):,.0f} MB each" \
+      if args.engine == "python" else ""
+  print(f"peak RSS {peak_rss_mb():,.0f} MB (after imports {rss_start:,.0f} MB, of which private {anon_start:,.0f} MB)"
+        f"{children}; private RSS by examples read: " +
+        ", ".join(f"{n:,}: {mb:,.0f} MB" for n, mb in meter.rss_trace + [(meter.examples, rss_mb('RssAnon'))]))
   print(f"packed rows at {args.lengths}: ffd {rows:,} ({rows / bound - 1:+.2%} vs bound {bound:,}), "
         f"seqio greedy {greedy:,} ({greedy / bound - 1:+.2%}); "
-        f"fill inputs {meter.sums['inputs'] / (rows * cap[0]):.1%}, targets {meter.sums['targets'] / (rows * cap[1]):.1%}")
+        f"fill inputs {meter.sums['inputs'] / (rows * cap[0]):.1%}, targets {meter.sums['targets'] / (rows * cap[1]):.1%}; "
+        f"{halves:,} examples exceed half a row (each needs a row of its own: rows >= {max(bound, halves):,})")
   print(f"time per example: whole pipeline {1e6 * wall / max(meter.examples, 1):.0f} us, "
         f"of which FFD assignment {1e6 * pack_s / max(meter.examples, 1):.1f} us")
   if args.breakdown_sample:
     parts = breakdown(present, args.breakdown_sample)
-    print(f"  render alone (task source, Python) {1e6 * parts['render']:.0f} us/example; "
-          f"SentencePiece alone {1e6 * parts['tokenize']:.0f} us/example "
-          f"({1 / parts['tokenize']:,.0f} examples/s); the rest is seqio/tf.data plumbing")
+    print(f"CPU per example on the first {args.breakdown_sample:,} examples: render in Python "
+          f"{1e6 * parts['render']:.0f} us; the same read through the source's tf.data from_generator "
+          f"{1e6 * parts['from_generator']:.0f} us; SentencePiece, batched {1e6 * parts['tokenize']:.0f} us")
   return 0
 
 

@@ -129,3 +129,8 @@ def test_bad_lengths_and_oversized_examples_are_named():
     packing.check_lengths({"inputs": 0, "targets": 4})
   with pytest.raises(ValueError, match=r"exceeds the row lengths \[4, 4\]"):
     packing.ffd_assign(np.array([[5, 1]]), [4, 4])
+
+
+def test_over_half_row_counts_examples_that_cannot_share():
+  sizes = np.array([[33, 1], [32, 1], [1, 9], [100, 100]])
+  assert packing.over_half_row(sizes, [64, 16]) == 3  # the last one counts once it is trimmed to the row

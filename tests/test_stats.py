@@ -88,3 +88,12 @@ def test_parse_lengths(spec, want):
 def test_bad_lengths_are_named(spec):
   with pytest.raises(ValueError, match=f"--lengths '{spec}'"):
     stats_lib.parse_lengths(spec)
+
+
+def test_examples_over_half_a_row_bound_the_rows_too():
+  # Inputs of 40 in rows of 64: no two share a row, whatever the token sums say.
+  examples = [{"inputs": [5] * 40, "targets": [5]} for _ in range(10)]
+  s = stats_lib.summarize("big", {"big": 1.0}, examples, {"inputs": 64, "targets": 16})
+  assert s.over_half_row == 10 and s.packing[0].bound == 7
+  assert all(p.rows >= 10 for p in s.packing)
+  assert "10 examples exceed half a row" in stats_lib.format_stats(s)

@@ -45,6 +45,13 @@ def lower_bound_rows(token_sums: Mapping[str, int], lengths: Mapping[str, int]) 
   return max((math.ceil(token_sums[k] / lengths[k]) for k in lengths), default=0)
 
 
+def over_half_row(sizes: np.ndarray, lengths: Sequence[int]) -> int:
+  """Examples longer than half a row in some feature: no two share a row, so rows >= this count too (the bound
+  that binds for few-shot inputs near the row length)."""
+  cap = np.asarray(lengths, np.int64)
+  return int(np.any(np.minimum(np.asarray(sizes, np.int64), cap) > cap // 2, axis=1).sum())
+
+
 def ffd_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
   """Fit-decreasing row assignment in several dimensions (best fit on the binding feature).
 

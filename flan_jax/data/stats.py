@@ -45,6 +45,7 @@ class DataStats:
   packing: list[PackingStats]
   skipped_rows: dict[str, int]  # data file -> rows skipped by its reader (warned on stderr)
   dropped_queries: dict[str, int]  # task -> few-shot queries left with no exemplar
+  over_half_row: int = 0  # examples longer than half a row in some feature: rows >= this too
   left_out: list[str] = dataclasses.field(default_factory=list)  # mixture tasks whose data is not in the data dir
 
 
@@ -95,6 +96,7 @@ def summarize(name: str, rates: Mapping[str, float], examples: Iterable[Mapping[
       truncated={k: int((arr[:, i] > lengths[k]).sum()) for i, k in enumerate(feats)},
       lengths={k: lengths[k] for k in feats},
       packing=packing_stats(arr, {k: lengths[k] for k in feats}, block_size) if len(arr) else [],
+      over_half_row=packing.over_half_row(arr, [lengths[k] for k in feats]),
       skipped_rows=dict(skipped_rows or {}), dropped_queries=dict(dropped_queries or {}))
 
 
@@ -119,6 +121,8 @@ def format_stats(stats: DataStats) -> str:
     for p in stats.packing:
       fill = ", ".join(f"{k} {v:.1%} full" for k, v in p.fill.items())
       lines.append(f"  {p.packer:<7} {p.rows:8,} rows vs bound {p.bound:,} ({p.overhead:+.1%}; {fill})")
+    lines.append(f"  {stats.over_half_row:,} examples exceed half a row, so no packer needs fewer than "
+                 f"{stats.over_half_row:,} rows either")
   skipped = sum(stats.skipped_rows.values())
   lines.append(f"skipped rows: {skipped}" + "".join(f"\n  {path}: {n}" for path, n in
                                                    sorted(stats.skipped_rows.items())))
