@@ -27,7 +27,6 @@ import jinja2.sandbox
 import yaml
 
 from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import sources
 
 TEMPLATES_DIR = "promptsource/templates"
 SEPARATOR = "|||"
@@ -207,7 +206,3 @@ def p3_row(template: Template, row: Mapping[str, Any], seed: int | str = 0) -> d
     out["answer_choices"] = r.answer_choices
   return out
 
-
-def record_skip(template: Template, index: int, reason: str) -> None:
-  """A raw row the template cannot render: warned (naming template file:line and row) and counted."""
-  sources.record_skip(template.path, template.line, f"row {index}: {reason}")
