@@ -78,3 +78,12 @@ def test_is_checkpoint_dir_sees_only_committed_steps(tmp_path):
   assert manager.Checkpointer.is_checkpoint_dir(tmp_path)
   with manager.Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
     assert ckpt.all_steps() == [2]
+
+
+def test_relative_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with manager.Checkpointer("relative/ckpts", async_save=True) as ckpt:
+    ckpt.save(1, params=_params())
+    ckpt.wait_until_finished()
+    assert ckpt.all_steps() == [1]
+  assert (tmp_path / "relative" / "ckpts" / "1" / "params").is_dir()

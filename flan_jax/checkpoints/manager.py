@@ -41,7 +41,8 @@ class Checkpointer:
       async_save: bool = True,
       create: bool = True,
   ):
-    self.directory = os.fspath(directory)
+    # Orbax's tensorstore paths must be absolute; MODEL_DIR is often given relative to the working dir.
+    self.directory = os.path.abspath(os.fspath(directory))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         save_interval_steps=save_interval_steps,
