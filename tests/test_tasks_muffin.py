@@ -1,13 +1,20 @@
-"""Every Muffin task through the full pipeline (TFDS read -> preprocess -> template -> tokenize) on
-`tfds.testing.mock_data`, with the real TFDS feature specs, so a broken field mapping fails here.
+"""Every Muffin task through preprocess -> template in every FLAN variant, on rows from
+`tfds.testing.mock_data` with the real TFDS feature specs, so a broken field mapping fails here; a
+representative sample goes on through seqio tokenization.
 
-mock_data draws random values, which would break rows the way real data never does (labels outside the
-options, no '_' blank in a winogrande sentence, option lists of random length), so rows are normalised to
-valid shapes before the preprocessors see them; field names and types stay TFDS's. Datasets mock_data
-cannot build offline (`huggingface:xsum`, and the FLAN versions the installed TFDS code no longer has:
-multi_news 1.0.0, winogrande 1.1.0) read hand-written in-memory rows with the same features.
+Rows are drawn once per session, inside one mock_data context, through TFDS's random-access API
+(`as_data_source`, which mock_data serves from its random example generator without tf.data) and
+converted to what `tfds.as_numpy` yields (bytes, numpy scalars). mock_data draws random values, which
+would break rows the way real data never does (labels outside the options, no '_' blank in a winogrande
+sentence, option lists of random length), so rows are normalised to valid shapes; field names and types
+stay TFDS's. Datasets mock_data cannot build offline (`huggingface:xsum`, and the FLAN versions the
+installed TFDS code no longer has: multi_news 1.0.0, winogrande 1.1.0) use hand-written rows with the
+same features. Rendering runs in plain Python (`registry.render`); only the sample builds tf.data.
 """
 from __future__ import annotations
+
+import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -15,6 +22,8 @@ import seqio
 import tensorflow_datasets as tfds
 
 from flan_jax.data import registry
+from flan_jax.data import sources
+from flan_jax.data import templates as tpl
 from flan_jax.data import tfds_source
 from flan_jax.data import vocab
 from tasks import muffin
@@ -28,13 +37,27 @@ IN_MEMORY = {
                                    "option1": b"Ann", "option2": b"Bo", "label": i % 2},
 }
 NUM_ROWS = 12
+FEW_SHOT_QUERIES = 2  # few-shot variants: the first queries show exemplar assembly works
+# Tokenized through seqio: options classification, extractive QA, nested features, a community dataset,
+# translation, a dataset with a manual download step, and a few-shot variant.
+TOKENIZE_SAMPLE = ("anli_r1_template_0to10_zero_shot", "squad_v1_template_0_zero_shot",
+                   "openbookqa_template_0to10_no_opt_zero_shot", "xsum_template_0_zero_shot",
+                   "wmt16_translate_deen_template_0to10_zero_shot", "story_cloze_template_0_zero_shot",
+                   "cosmos_qa_template_1_two_shot")
 
 
 def _normalise(value, key=""):
+  """A mock value as tfds.as_numpy would give it, made valid for the preprocessors."""
   if isinstance(value, dict):
     return {k: _normalise(v, k) for k, v in value.items()}
-  if isinstance(value, (bytes, np.bytes_)):
-    s = b"Ww1 w2. " + bytes(value)
+  if isinstance(value, list):  # nested tfds.features.Dataset
+    return [_normalise(v, key) for v in value]
+  if isinstance(value, np.ndarray) and value.ndim == 0:
+    return _normalise(value.item(), key)
+  if isinstance(value, (str, np.str_)):
+    value = str(value).encode()
+  if isinstance(value, bytes):
+    s = b"Ww1 w2. " + value
     if key == "sentence":
       s += b" _ end"
     elif key == "query":
@@ -42,48 +65,78 @@ def _normalise(value, key=""):
     elif key == "input":
       s += b" (A) a (B) b (C) c (D) d"
     return s
-  if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "SO":
-    items = [b"Opt %d %s" % (i, bytes(v)) for i, v in enumerate(list(value)[:4])]
+  if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "SUO":
+    items = [b"Opt %d %s" % (i, str(v).encode()) for i, v in enumerate(list(value)[:4])]
     return np.array(items + [b"Opt %d" % i for i in range(len(items), 4)], dtype=object)
   if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-    return type(value)(1)
+    return np.int64(1)
   return value
 
 
-@pytest.fixture(scope="session")
-def muffin_env(tmp_path_factory, monkeypatch_session):
-  tfds_dir = tmp_path_factory.mktemp("tfds")
-  tfds_source.set_tfds_data_dir(tfds_dir)
-  for c in muffin.CONFIGS.values():
-    spec = c.tfds
-    if spec.full_name in IN_MEMORY:
-      d = tfds_dir / spec.relative_dir() / (spec.version or "1.0.0")
-      d.mkdir(parents=True, exist_ok=True)
-      (d / "dataset_info.json").write_text("{}")
-      continue
-    b = tfds.builder(spec.full_name, data_dir=str(tfds_dir), try_gcs=False)
-    if not (tfds_dir / spec.relative_dir() / spec.version / "dataset_info.json").exists():
-      (tfds_dir / spec.relative_dir() / spec.version).mkdir(parents=True, exist_ok=True)
-      b.info.write_to_directory(b.data_dir)
-  real_read = tfds_source.read
-
-  def read(spec):
-    if spec.full_name in IN_MEMORY:
-      return enumerate(IN_MEMORY[spec.full_name](i) for i in range(NUM_ROWS))
-    return ((i, _normalise(ex)) for i, ex in real_read(spec))
-
-  monkeypatch_session.setattr(tfds_source, "read", read)
-  names = muffin.register()
+def _mock_rows(tfds_dir) -> dict[str, list[dict]]:
+  """NUM_ROWS normalised rows per TFDS dataset of the registry, from one mock_data context."""
+  out = {}
   with tfds.testing.mock_data(num_examples=NUM_ROWS):
-    yield names
-  tfds_source.set_tfds_data_dir(None)
+    for c in muffin.CONFIGS.values():
+      spec = c.tfds
+      if spec.full_name in out:
+        continue
+      if spec.full_name in IN_MEMORY:
+        out[spec.full_name] = [IN_MEMORY[spec.full_name](i) for i in range(NUM_ROWS)]
+        continue
+      builder = tfds.builder(spec.full_name, data_dir=str(tfds_dir), try_gcs=False)
+      source = builder.as_data_source(split=spec.split.split("[")[0])
+      out[spec.full_name] = [_normalise(source[i]) for i in range(len(source))]
+  return out
 
 
 @pytest.fixture(scope="session")
-def monkeypatch_session():
-  mp_ = pytest.MonkeyPatch()
-  yield mp_
-  mp_.undo()
+def muffin_env(tmp_path_factory):
+  tfds_dir = tmp_path_factory.mktemp("tfds")
+  rows = _mock_rows(tfds_dir)
+  for c in muffin.CONFIGS.values():  # what check_available looks for: the prepared version dir
+    d = tfds_dir / c.tfds.relative_dir() / (c.tfds.version or "1.0.0")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "dataset_info.json").write_text("{}")
+  patch = pytest.MonkeyPatch()
+  patch.setattr(tfds_source, "read", lambda spec: enumerate(rows[spec.full_name]))
+  tfds_source.set_tfds_data_dir(tfds_dir)
+  names = muffin.register()
+  yield names
+  tfds_source.set_tfds_data_dir(None)
+  patch.undo()
+
+
+def _problems(config: muffin.MuffinConfig) -> list[str]:
+  """Renders every FLAN variant of `config`; returns what went wrong (rows skipped as malformed or
+  dropped, missing template fields, wrong template rotation, options text in no-options variants)."""
+  out = []
+  ds = muffin.dataset(config)
+  where = f"tfds:{config.tfds.full_name}[{config.tfds.split}]"
+  before = sources.skipped_rows().get(where, 0)
+  for v in registry.flan_variants(config.pattern_key, config.has_options, config.name):
+    task = config.name + v.suffix
+    stream = registry.render(ds, v, task)
+    try:
+      got = list(itertools.islice(stream, FEW_SHOT_QUERIES) if v.few_shot else stream)
+    except tpl.TemplateError as e:
+      out.append(f"{task}: {e}")
+      continue
+    n = len(v.patterns)
+    want = FEW_SHOT_QUERIES if v.few_shot else NUM_ROWS // n * n
+    if len(got) != want:
+      out.append(f"{task}: {len(got)} examples from {NUM_ROWS} rows, expected {want}")
+      continue
+    if not v.few_shot and [g["_template_idx"] for g in got[:n]] != list(range(n)):
+      out.append(f"{task}: templates not applied round-robin")
+    if v.template_type.endswith("noopt") and any("OPTIONS:" in g["inputs"] for g in got):
+      out.append(f"{task}: options rendered in a no-options variant")
+    if any(not g["inputs"].strip() or not g["targets"].strip() for g in got):
+      out.append(f"{task}: empty inputs or targets")
+  skipped = sources.skipped_rows().get(where, 0) - before
+  if skipped:
+    out.append(f"{config.name}: {skipped} rows skipped as malformed")
+  return out
 
 
 def test_flan_v2_inventory():
@@ -96,35 +149,56 @@ def test_flan_v2_inventory():
   assert muffin.CONFIGS["story_cloze"].tfds.manual
 
 
-def test_every_task_tokenizes(muffin_env):
-  eos = vocab.get_vocabulary().eos_id
-  checked = 0
-  for name in muffin.CONFIGS:
-    task = seqio.get_mixture_or_task(f"{name}_template_0_zero_shot")
-    exs = list(task.get_dataset(sequence_length=None, split="train", shuffle=False).take(1).as_numpy_iterator())
-    assert exs, f"{name}: no example from mock data"
-    for ex in exs:
-      assert ex["_task_name"].decode() == name and ex["_task_source"] == b"Flan2021"
-      assert ex["inputs"][-1] == eos and ex["targets"][-1] == eos and len(ex["inputs"]) > 3
-      assert ex["targets_pretokenized"].strip(), name
-    checked += 1
-  assert checked == len(muffin.CONFIGS)
+def test_every_task_every_variant_renders(muffin_env):
+  registered = set(muffin_env)
+  problems, checked = [], 0
+  for config in muffin.CONFIGS.values():
+    variants = registry.flan_variants(config.pattern_key, config.has_options, config.name)
+    assert {config.name + v.suffix for v in variants} <= registered
+    problems += _problems(config)
+    checked += len(variants)
+  assert not problems, "\n".join(problems)
+  assert checked == len(registered) > 1500
+
+
+def test_broken_field_mapping_is_caught(muffin_env):
+  # A preprocessor reading a feature the dataset lacks skips every row (warned, counted) ...
+  wrong_feature = dataclasses.replace(
+      muffin.CONFIGS["rte"], preprocess=mp.classify(["yes", "no"], premise="premise", hypothesis="hypo"))
+  assert any("rows skipped as malformed" in p for p in _problems(wrong_feature))
+  # ... and one emitting a field under another name than the templates read fails to render.
+  wrong_field = dataclasses.replace(muffin.CONFIGS["drop"], preprocess=mp.rename(passage="passage",
+                                                                                  question="question",
+                                                                                  answer="answer"))
+  assert any("needs feature 'context'" in p for p in _problems(wrong_field))
 
 
 @pytest.mark.parametrize("name", ["anli_r1", "squad_v1"])
-def test_every_variant_renders(muffin_env, name):
+def test_variant_inventory(muffin_env, name):
   cfg = muffin.CONFIGS[name]
-  ds = muffin.dataset(cfg)
   variants = registry.flan_variants(cfg.pattern_key, cfg.has_options, name)
   assert len(variants) == (24 if cfg.has_options else 23)
-  for v in variants:
-    out = list(registry.render(ds, v, name + v.suffix))
-    assert out, f"{name}{v.suffix}: nothing rendered"
-    if v.few_shot is None:
-      assert len(out) == NUM_ROWS // len(v.patterns) * len(v.patterns)
-      assert [o["_template_idx"] for o in out[:len(v.patterns)]] == list(range(len(v.patterns)))
-    if v.template_type.endswith("noopt"):
-      assert all("OPTIONS:" not in o["inputs"] for o in out)
+  assert sum(v.random_options for v in variants) == (1 if cfg.has_options else 0)
+
+
+def test_sample_tokenizes(muffin_env):
+  eos = vocab.get_vocabulary().eos_id
+  for name in TOKENIZE_SAMPLE:
+    base = name.split("_template_")[0]
+    task = seqio.get_mixture_or_task(name)
+    assert task.postprocessor is muffin.CONFIGS[base].postprocess
+    assert list(task.metric_fns) == list(muffin.CONFIGS[base].metrics)
+    exs = list(task.get_dataset(sequence_length=None, split="train", shuffle=False).take(2).as_numpy_iterator())
+    assert len(exs) == 2, f"{name}: no examples from mock rows"
+    for ex in exs:
+      assert ex["_task_name"].decode() == base and ex["_task_source"] == b"Flan2021"
+      assert ex["inputs"][-1] == eos and ex["targets"][-1] == eos and len(ex["inputs"]) > 3
+      decoded = vocab.get_vocabulary().decode(ex["targets"].tolist())
+      assert decoded.split() == ex["targets_pretokenized"].decode().split()  # SentencePiece folds spaces
+    if registry.flan_source(task).variant.few_shot is not None:
+      cfg = registry.flan_source(task).variant.few_shot
+      assert exs[0]["_template_type"] == b"fs_opt"
+      assert exs[0]["inputs_pretokenized"].decode().count(cfg.example_separator) >= cfg.num_shots
 
 
 def test_options_rendered_and_answer_among_them(muffin_env):
