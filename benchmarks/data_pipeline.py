@@ -182,7 +182,8 @@ def main(argv=None) -> int:
   parser.add_argument("--block_size", type=int, default=packing.DEFAULT_BLOCK_SIZE)
   parser.add_argument("--engine", choices=("seqio", "python"), default="seqio")
   parser.add_argument("--workers", type=int, default=2, help="processes for --engine python")
-  parser.add_argument("-n", type=int, default=None, help="stop after this many examples")
+  parser.add_argument("-n", type=int, default=None,
+                      help="stop after this many examples (python engine: CPU then counts tasks rendered past it)")
   parser.add_argument("--breakdown_sample", type=int, default=5000,
                       help="examples rendered again alone to split render / tokenize time (0: skip)")
   args = parser.parse_args(argv)
@@ -204,6 +205,7 @@ def main(argv=None) -> int:
   cpu_start = time.process_time()
   for _ in packer:
     rows += 1
+  examples.close()  # with -n: stop (and reap) the workers now, so their CPU time is counted below
   wall = time.perf_counter() - start
   cpu = time.process_time() - cpu_start
   children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -221,11 +223,12 @@ def main(argv=None) -> int:
         f"{meter.tokens / wall:,.0f} tokens/s (inputs + targets); main-process CPU {cpu:.1f} s "
         f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
   cpu_total = cpu + cpu_workers
+  # The python engine spreads over its workers; the seqio engine's Python generator holds the GIL (~1 core).
+  cores = min(os.cpu_count() or 1, args.workers) if args.engine == "python" else 1
   print(f"CPU time {cpu_total:.1f} s (main {cpu:.1f} + workers {cpu_workers:.1f}): "
-        f"{meter.examples / cpu_total:,.0f} examples per CPU-second, i.e. "
-        f"{meter.examples / cpu_total * min(os.cpu_count() or 1, max(args.workers, 1) if args.engine == 'python' else 1):,.0f}"
-        f" examples/s on an idle machine with {os.cpu_count()} cores (the wall figure above shares them with "
-        f"everything else running)")
+        f"{meter.examples / cpu_total:,.0f} examples per CPU-second, i.e. about "
+        f"{meter.examples / cpu_total * cores:,.0f} examples/s on {cores} idle core(s) (the wall figure above "
+        f"shares the machine with everything else running)")
   children = f", worker processes peak {peak_rss_mb(resource.RUSAGE_CHILDREN):,.0f} MB each" \
       if args.engine == "python" else ""
   print(f"peak RSS {peak_rss_mb():,.0f} MB (after imports {rss_start:,.0f} MB, of which private {anon_start:,.0f} MB)"
