@@ -136,3 +136,12 @@ def test_real_mixture_stats_leave_out_tasks_without_data_and_name_them(capsys):
   assert "tasks left out, their data is not in the data dir (4): " in out and "cot_esnli" in out
   rc, _, err = _run(capsys, "show", "cot_esnli_template_0to10_zero_shot", "-n", "1")
   assert rc == 2 and "flan/cot/esnli_train.tsv is not in the data dir" in err
+
+
+def test_stats_collection_counts_parts_against_the_paper(capsys):
+  from flan_jax.data import collection
+  rc, out, _ = _run(capsys, "stats", "--collection")
+  assert rc == 0
+  assert out.strip() == "\n".join(collection.report_lines()).strip() and "CoT" in out
+  rc, _, err = _run(capsys, "stats")
+  assert rc == 2 and "give a task or mixture NAME, or --collection" in err

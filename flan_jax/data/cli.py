@@ -168,6 +168,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+  if args.collection:
+    from flan_jax.data import collection  # pylint: disable=import-outside-toplevel
+    print("\n".join(collection.report_lines()))
+    if args.name is None:
+      return 0
+  elif args.name is None:
+    print("flan-jax data stats: give a task or mixture NAME, or --collection", file=sys.stderr)
+    return 2
   try:
     lengths = stats_lib.parse_lengths(args.lengths)
   except ValueError as e:
@@ -226,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=cmd_show, needs_registry=True)
 
   p = sub.add_parser("stats", parents=[common], help="tasks, rates, token lengths and packing efficiency")
-  p.add_argument("name")
+  p.add_argument("name", nargs="?")
+  p.add_argument("--collection", action="store_true",
+                 help="also count the registered tasks per part of the collection against the paper's counts")
   p.add_argument("-n", type=int, default=20000, help="examples read (default 20000)")
   p.add_argument("--split", default="train")
   p.add_argument("--shuffle", action="store_true")
