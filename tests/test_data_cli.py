@@ -145,3 +145,10 @@ def test_stats_collection_counts_parts_against_the_paper(capsys):
   assert out.strip() == "\n".join(collection.report_lines()).strip() and "CoT" in out
   rc, _, err = _run(capsys, "stats")
   assert rc == 2 and "give a task or mixture NAME, or --collection" in err
+
+
+def test_doctor_and_overlap_are_plugged_in_after_the_registry_import(capsys):
+  sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+  assert {"list", "show", "stats", "download", "verify", "doctor", "overlap"} <= set(sub.choices)
+  rc, out, _ = _run(capsys, "doctor", "clifix_qq_unknown", *FIXTURE)
+  assert rc == 2

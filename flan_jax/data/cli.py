@@ -1,8 +1,9 @@
 """`flan-jax data`: list, show and measure the registered Flan tasks and mixtures; download, verify and check overlap.
 
 Tasks are found through seqio's registries after importing `--module` (default `tasks`, which registers everything);
-the library itself never imports `tasks`. `download` / `verify` come from `flan_jax.data.download` and `overlap` from
-`flan_jax.evaluation.overlap`, each adding its own subcommands through `register_cli(subparsers)`.
+the library itself never imports `tasks`. `download` / `verify` come from `flan_jax.data.download`, `doctor` from
+`flan_jax.data.doctor` and `overlap` from `flan_jax.evaluation.overlap`, each adding its own subcommands through
+`register_cli(subparsers)` (a parser with `needs_registry=True` gets `--module` imported first).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from flan_jax.data import stats as stats_lib
 
 # Modules that add subcommands of their own: `register_cli(subparsers)` adds parsers whose `func(args)` returns
 # an exit code.
-PLUGINS = ("flan_jax.data.download", "flan_jax.evaluation.overlap")
+PLUGINS = ("flan_jax.data.download", "flan_jax.data.doctor", "flan_jax.evaluation.overlap")
 META_FEATURES = ("_task_name", "_task_source", "_template_idx", "_template_type")
 SHOW_FEATURES = ("inputs_pretokenized", "targets_pretokenized", *META_FEATURES)
 DEFAULT_LENGTHS = "2048/512"  # FLAN's SEQUENCE_LEN (flan/constants.json)
