@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import math
 import os
+import pathlib
 import re
 import sys
 from typing import Any, Mapping, Sequence
@@ -303,15 +304,22 @@ def estimate(model: Any, optimizer_config: optimizers.AdafactorConfig, batch_siz
 
 
 # ------------------------------------------------------------------------------------------------ gin + CLI
-@gin.configurable("flan_jax_plan_probe")
-def _probe(value: Any = None) -> Any:
+_PROBE_NAME = "flan_jax_plan_probe"
+_probe: Any = None
+
+
+def _identity(value: Any = None) -> Any:
   return value
 
 
 def gin_value(expression: str) -> Any:
-  """Evaluates a gin expression (`%MODEL`, `@optimizers.AdafactorConfig()`) against the parsed config."""
+  """Evaluates a gin expression (`%MODEL`, `@optimizers.AdafactorConfig()`) against the parsed config; works
+  on a locked (finalized) config too, e.g. after `flan-jax train` ran in the same process."""
+  global _probe
   with gin.unlock_config():
-    gin.parse_config(f"flan_jax_plan_probe.value = {expression}")
+    if _probe is None:
+      _probe = gin.external_configurable(_identity, name=_PROBE_NAME)
+    gin.parse_config(f"{_PROBE_NAME}.value = {expression}")
   return _probe()
 
 
@@ -326,19 +334,45 @@ def gin_macro(name: str, default: Any = None) -> Any:
   return gin_value(f"%{name}")
 
 
+_INCLUDE = re.compile(r"""^include\s+(['"])(.+)\1\s*$""")
+
+
+def _resolve(path: str, search_paths: Sequence[str], where: str) -> pathlib.Path:
+  for base in ["", *search_paths]:
+    candidate = pathlib.Path(base, path) if base else pathlib.Path(path)
+    if candidate.is_file():
+      return candidate.resolve()
+  raise ValueError(f"{where}: gin file {path!r} not found (searched the working directory and {list(search_paths)})")
+
+
+def _expand(path: pathlib.Path, search_paths: Sequence[str], stack: tuple[pathlib.Path, ...] = ()) -> str:
+  """The gin text of `path` with its `include` lines replaced by the included files, resolved here rather than by
+  gin, whose package-resource lookup fails on a `runs/x.gin` path when a `runs/` directory sits on sys.path."""
+  if path in stack:
+    raise ValueError(f"{path}: gin include cycle through {[str(p) for p in stack]}")
+  out = []
+  for n, line in enumerate(path.read_text().splitlines(), 1):
+    m = _INCLUDE.match(line.strip())
+    if m:
+      out.append(_expand(_resolve(m.group(2), search_paths, f"{path}:{n}"), search_paths, stack + (path,)))
+    else:
+      out.append(line)
+  return "\n".join(out)
+
+
 def load_gin(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
   """Parses gin as `flan-jax train` does (same configurables and search paths), but leaves the config open:
   a plan needs no MODEL_DIR or other run-time REQUIRED macros."""
   from flan_jax import gin_utils, train  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   gin.clear_config()
   gin_utils.register_configurables()
-  for path in [*search_paths, os.getcwd(), str(gin_utils.REPO_GIN_DIR), str(gin_utils.REPO_GIN_DIR.parent)]:
-    gin.add_config_file_search_path(path)
+  paths = [*search_paths, os.getcwd(), str(gin_utils.REPO_GIN_DIR), str(gin_utils.REPO_GIN_DIR.parent)]
   for f in gin_files:
+    resolved = _resolve(f, paths, "--gin_file")
     try:
-      gin.parse_config_file(f)
-    except (ValueError, IOError, SyntaxError) as e:
-      raise ValueError(f"gin file {f}: {e}") from None
+      gin.parse_config(_expand(resolved, paths))
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"gin file {f} (with its includes): {e}") from None
   for b in bindings:
     try:
       gin.parse_config(b)

@@ -158,3 +158,15 @@ def test_plan_cli_errors_name_the_problem(capsys):
   assert "no_such.gin" in capsys.readouterr().err
   assert plan.main(["--gin_file=runs/flan_t5_xl_flan2022.gin", "--mesh", "data=8"]) == 2
   assert "data=N,model=M" in capsys.readouterr().err
+
+
+def test_gin_files_resolve_even_with_a_runs_package_on_sys_path(tmp_path, monkeypatch):
+  # A `runs/` directory (a MODEL_DIR) importable as a namespace package must not break `include 'runs/...'`.
+  (tmp_path / "runs").mkdir()
+  monkeypatch.syspath_prepend(str(tmp_path))
+  plan.load_gin(["runs/flan_t5_small_flan2022.gin"], ["TRAIN_STEPS=7"])
+  assert plan.gin_macro("TRAIN_STEPS") == 7 and plan.gin_macro("BATCH_SIZE") == 64
+  cyc = tmp_path / "cycle.gin"
+  cyc.write_text(f"include '{cyc}'\n")
+  with pytest.raises(ValueError, match="cycle"):
+    plan.load_gin([str(cyc)], [])
