@@ -23,20 +23,18 @@ class TaskStatus:
 
 
 def diagnose(name: str) -> list[TaskStatus]:
-  """The status of every leaf task of a task or mixture, in the mixture's order."""
+  """The status of every leaf task of a task or mixture (sub-mixtures flattened), sorted by name."""
   import seqio  # pylint: disable=import-outside-toplevel
   from flan_jax.data import registry  # pylint: disable=import-outside-toplevel
-  provider = seqio.get_mixture_or_task(name)
-  leaves = [provider] if isinstance(provider, seqio.Task) else list(provider.get_subtasks())
   out = []
-  for task in leaves:
+  for task in seqio.get_subtasks(seqio.get_mixture_or_task(name)):
+    if not isinstance(task.source, registry.FlanDataSource):  # its data is the task's own business
+      out.append(TaskStatus(task.name, True, "not a Flan task; presence not checked"))
+      continue
     try:
-      registry.flan_source(task).dataset.check_available()
+      task.source.dataset.check_available()
     except data_dir_lib.DataMissingError as e:
       out.append(TaskStatus(task.name, False, str(e)))
-      continue
-    except TypeError:  # not a Flan task: its data is the task's own business
-      out.append(TaskStatus(task.name, True, "not a Flan task; presence not checked"))
       continue
     out.append(TaskStatus(task.name, True))
   return out
@@ -45,7 +43,8 @@ def diagnose(name: str) -> list[TaskStatus]:
 def report(name: str, statuses: list[TaskStatus], out: TextIO) -> int:
   missing = [s for s in statuses if not s.present]
   for s in statuses:
-    print(f"{'ok     ' if s.present else 'MISSING'}  {s.task}", file=out)
+    note = f"  ({s.how_to_get})" if s.present and s.how_to_get else ""
+    print(f"{'ok     ' if s.present else 'MISSING'}  {s.task}{note}", file=out)
   if missing:
     print(f"\n{len(missing)} of {len(statuses)} tasks of {name} lack their data; to get it:", file=out)
     seen = set()
@@ -74,4 +73,8 @@ def register_cli(subparsers) -> None:
   p.add_argument("mixture", help="a registered mixture or task name")
   p.add_argument("--tfds_data_dir", default=None,
                  help=f"prepared TFDS datasets (default ${tfds_source.ENV_VAR}, then ~/tensorflow_datasets)")
-  p.set_defaults(func=run)
+  # The data CLI's common flags, accepted after the subcommand too; SUPPRESS keeps the values given
+  # before it (the top-level parser defines both, and imports --module before running the command).
+  p.add_argument("--data_dir", default=argparse.SUPPRESS, help="the Flan data dir")
+  p.add_argument("--module", default=argparse.SUPPRESS, help="module imported to register the tasks")
+  p.set_defaults(func=run, needs_registry=True)
