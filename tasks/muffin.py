@@ -209,6 +209,11 @@ def rows(config: MuffinConfig):
 
 
 def dataset(config: MuffinConfig) -> registry.FlanDataset:
+  """The task's FlanDataset. Its `num_rows` (used for examples-proportional mixture rates) is TFDS's
+  stored split size, before the preprocessor's filters (returning None) and malformed-row skips: exact
+  for the configs whose preprocessor never filters, an upper bound for the others (arc, record, aeslc,
+  gigaword, snli, hellaswag, true_case, fix_punct, unified_qa_science_inst). Counting exactly would
+  read every dataset; `filtered_rows` reports what was dropped once one has been read."""
   return registry.FlanDataset(
       name=config.name, pattern_key=config.pattern_key, task_name=config.name, task_source=TASK_SOURCE,
       rows=functools.partial(rows, config), num_rows=functools.partial(tfds_source.num_examples, config.tfds),

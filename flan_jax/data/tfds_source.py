@@ -139,7 +139,12 @@ def builder(spec: TfdsSpec):
 
 
 def num_examples(spec: TfdsSpec) -> int:
-  """Examples in `spec.split` (slices such as `train[:-200]` resolved) from dataset_info.json."""
+  """Examples in `spec.split` (slices such as `train[:-200]` resolved) from dataset_info.json.
+
+  These are the rows TFDS stores, counted before any task's own filters (FLAN drops e.g. gigaword rows
+  with UNK, ARC questions without four options, unlabelled SNLI pairs) or malformed-row skips: knowing
+  those needs a full read, so callers that use this as a task size get an upper bound.
+  """
   b = builder(spec)
   return int(b.info.splits[spec.split].num_examples)
 
