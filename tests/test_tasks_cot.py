@@ -113,3 +113,30 @@ def test_unknown_names_are_errors(registered):
     seqio.TaskRegistry.add("not_flan_task_for_test", source=seqio.FunctionDataSource(
         lambda split, shuffle_files: None, splits=["train"]), output_features={})
     registry.flan_source("not_flan_task_for_test")
+
+
+def test_source_ids_equal_seqio_tokenization_across_batches(registered):
+  """The source tokenizes in Python, in batches; its ids must equal seqio's TF tokenization + EOS,
+  across batch boundaries and in every shard."""
+  task = seqio.get_mixture_or_task("cot_qasc_template_mix_five_shot")
+  src = registry.flan_source(task)
+  vocab = task.output_features["inputs"].vocabulary
+  want = list(registry.render(src.dataset, src.variant, src.task, shard_index=1, num_shards=2))
+  assert len(want) > 2 * registry.ENCODE_BATCH
+  ds = task.get_dataset(sequence_length=None, shuffle=False, shard_info=seqio.ShardInfo(1, 2))
+  got = list(ds.as_numpy_iterator())
+  assert len(got) == len(want)
+  texts = [w["inputs"] for w in want] + [w["targets"] for w in want]
+  tf_ids = vocab.encode_tf(texts).to_list()  # seqio's own tokenize path (tf_text SentencePiece)
+  for i, (g, w) in enumerate(zip(got, want)):
+    assert g["inputs_pretokenized"].decode() == w["inputs"]
+    assert g["targets_pretokenized"].decode() == w["targets"]
+    assert g["inputs"].tolist() == tf_ids[i] + [1]
+    assert g["targets"].tolist() == tf_ids[len(want) + i] + [1]
+    assert g["_template_idx"] == w["_template_idx"] and g["_template_type"] == b"fs_opt"
+    assert g["_task_name"] == b"cot_qasc" and g["_task_source"] == b"CoT"
+  # Trimming keeps seqio's semantics: cut to length - 1, then EOS.
+  short = next(task.get_dataset(sequence_length={"inputs": 16, "targets": 8}, shuffle=False,
+                                shard_info=seqio.ShardInfo(1, 2)).as_numpy_iterator())
+  assert short["inputs"].tolist() == tf_ids[0][:15] + [1]
+  assert short["targets"].tolist() == tf_ids[len(want)][:7] + [1]

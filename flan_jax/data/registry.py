@@ -3,9 +3,11 @@
 A `FlanDataset` says where rows come from (a generator of feature dicts), which templates.json key formats
 them, and the `_task_name` / `_task_source` it carries. `flan_variants` / `niv2_variants` list the variants
 FLAN registers (zero-shot with and without options, few-shot template_0/1/2, mix and 0to10), and
-`register_variants` adds one seqio Task per variant. Rendering is plain Python feeding
-`tf.data.Dataset.from_generator`; seqio tokenizes (`inputs`/`targets`, EOS appended) and keeps the
-pre-tokenized text. Sharding happens at the source, before any rendering or tokenizing.
+`register_variants` adds one seqio Task per variant. Rendering is plain Python; the source tokenizes
+what it renders in batches (one SentencePiece call per batch, ids equal to seqio's tokenize) and hands
+whole batches to `tf.data.Dataset.from_generator`, split back into examples in TF, so neither the
+per-example Python->TF conversion nor seqio's per-example tokenize map is paid. The task then only
+appends EOS after trimming (`TOKENIZE`). Sharding happens at the source, before any rendering.
 
 Muffin / T0-SF / Dialog reuse this: build a `FlanDataset` whose `rows` yields the fields the templates
 read (for multiple-choice tasks: `options` list + `answer`, with `has_options=True`).
@@ -17,6 +19,7 @@ import itertools
 import random
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -26,7 +29,6 @@ from flan_jax.data import vocab
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
 X_SHOT_CANDIDATES = 25
-_STRING_FEATURES = ("inputs", "targets", "_task_name", "_task_source", "_template_type")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,10 +269,52 @@ def _exemplar_maker(dataset, variant, features, idx, row_id, constants, rng_key,
 # --------------------------------------------------------------------------------------------------
 # seqio glue.
 
+ENCODE_BATCH = 128
+_CONSTANT_FEATURES = ("_task_name", "_task_source", "_template_type")
+
+
+def encoded_batches(examples: Iterator[dict[str, Any]],
+                    batch_size: int = ENCODE_BATCH) -> Iterator[dict[str, np.ndarray]]:
+  """Rendered examples, `batch_size` at a time, tokenized with one SentencePiece call per batch.
+
+  `inputs` / `targets` are the ids (no EOS yet: seqio's append_eos_after_trim adds it after trimming,
+  as after its own tokenize) as flat values + row lengths; the texts stay as `*_pretokenized`.
+  """
+  sp = vocab.get_vocabulary().tokenizer
+  while True:
+    chunk = list(itertools.islice(examples, batch_size))
+    if not chunk:
+      return
+    texts = [ex["inputs"] for ex in chunk] + [ex["targets"] for ex in chunk]
+    ids = sp.encode(texts)
+    out = {"_template_idx": np.array([ex["_template_idx"] for ex in chunk], np.int32)}
+    for i, key in enumerate(("inputs", "targets")):
+      part = ids[i * len(chunk):(i + 1) * len(chunk)]
+      out[f"{key}_pretokenized"] = np.array(texts[i * len(chunk):(i + 1) * len(chunk)], dtype=object)
+      out[f"{key}_lengths"] = np.fromiter(map(len, part), np.int64, len(part))
+      out[f"{key}_values"] = np.fromiter(itertools.chain.from_iterable(part), np.int32)
+    yield out
+
+
 def output_signature() -> dict[str, tf.TensorSpec]:
-  sig = {k: tf.TensorSpec(shape=(), dtype=tf.string) for k in _STRING_FEATURES}
-  sig["_template_idx"] = tf.TensorSpec(shape=(), dtype=tf.int32)
+  """The per-batch signature of `encoded_batches`."""
+  sig = {f"{k}_{part}": tf.TensorSpec(shape=(None,), dtype=dtype)
+         for k in ("inputs", "targets")
+         for part, dtype in (("values", tf.int32), ("lengths", tf.int64), ("pretokenized", tf.string))}
+  sig["_template_idx"] = tf.TensorSpec(shape=(None,), dtype=tf.int32)
   return sig
+
+
+def _examples_of_batch(meta: Mapping[str, str]):
+  def fn(batch):
+    n = tf.shape(batch["_template_idx"])[0]
+    out = {k: tf.RaggedTensor.from_row_lengths(batch[f"{k}_values"], batch[f"{k}_lengths"])
+           for k in ("inputs", "targets")}
+    out.update({f"{k}_pretokenized": batch[f"{k}_pretokenized"] for k in ("inputs", "targets")})
+    out["_template_idx"] = batch["_template_idx"]
+    out.update({k: tf.fill([n], tf.constant(v, tf.string)) for k, v in meta.items()})
+    return out
+  return fn
 
 
 class FlanDataSource(seqio.DataSource):
@@ -325,9 +369,14 @@ class FlanDataSource(seqio.DataSource):
     self.dataset.check_available()  # fail here, with the download command, not inside TF
     index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
     seed = 0 if seed is None else int(seed)
-    return tf.data.Dataset.from_generator(
-        lambda: render(self.dataset, self.variant, self.task, seed, index, count),
+    # Whole batches cross from Python into TF (one conversion per batch, not per example), then
+    # are split back into examples in TF.
+    ds = tf.data.Dataset.from_generator(
+        lambda: encoded_batches(render(self.dataset, self.variant, self.task, seed, index, count)),
         output_signature=output_signature())
+    meta = {"_task_name": self.dataset.task_name, "_task_source": self.dataset.task_source,
+            "_template_type": self.variant.template_type}
+    return ds.map(_examples_of_batch(meta)).unbatch()
 
 
 def _num_cases(dataset: FlanDataset, variant: Variant) -> int:
@@ -342,8 +391,9 @@ def _num_cases(dataset: FlanDataset, variant: Variant) -> int:
   raise KeyError(f"no row count for {dataset.name}")
 
 
-TOKENIZE = (seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
-            seqio.preprocessors.append_eos_after_trim)
+# The source already yields token ids (tokenized in Python, in batches) and the pre-tokenized text, so
+# seqio's per-example tokenize map is not needed: only EOS is appended, after trimming, as seqio does.
+TOKENIZE = (seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim)
 
 
 def register_variants(dataset: FlanDataset, variants: Sequence[Variant]) -> list[str]:
