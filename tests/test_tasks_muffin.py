@@ -2,7 +2,7 @@
 `tfds.testing.mock_data` with the real TFDS feature specs, so a broken field mapping fails here; a
 representative sample goes on through seqio tokenization.
 
-Rows are drawn once per session, inside one mock_data context, through TFDS's random-access API
+Rows are drawn once per test run, inside one mock_data context, through TFDS's random-access API
 (`as_data_source`, which mock_data serves from its random example generator without tf.data) and
 converted to what `tfds.as_numpy` yields (bytes, numpy scalars). mock_data draws random values, which
 would break rows the way real data never does (labels outside the options, no '_' blank in a winogrande
@@ -90,7 +90,7 @@ def _mock_rows(tfds_dir) -> dict[str, list[dict]]:
   return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: the patched reader must not leak into other test files
 def muffin_env(tmp_path_factory):
   tfds_dir = tmp_path_factory.mktemp("tfds")
   rows = _mock_rows(tfds_dir)
