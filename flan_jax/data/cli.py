@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import importlib.util
 import json
 import re
 import sys
@@ -19,11 +18,16 @@ from typing import Any
 
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import packing
-from flan_jax.data import stats as stats_lib
 
 # Modules that add subcommands of their own: `register_cli(subparsers)` adds parsers whose `func(args)` returns
-# an exit code.
-PLUGINS = ("flan_jax.data.download", "flan_jax.data.doctor", "flan_jax.evaluation.overlap")
+# an exit code. Only the module of the command given is imported (overlap pulls in JAX, doctor TFDS), so that
+# `download` / `verify` start in a second and fail fast offline.
+PLUGINS = {
+    "download": "flan_jax.data.download",
+    "verify": "flan_jax.data.download",
+    "doctor": "flan_jax.data.doctor",
+    "overlap": "flan_jax.evaluation.overlap",
+}
 META_FEATURES = ("_task_name", "_task_source", "_template_idx", "_template_type")
 SHOW_FEATURES = ("inputs_pretokenized", "targets_pretokenized", *META_FEATURES)
 DEFAULT_LENGTHS = "2048/512"  # FLAN's SEQUENCE_LEN (flan/constants.json)
@@ -177,6 +181,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
   elif args.name is None:
     print("flan-jax data stats: give a task or mixture NAME, or --collection", file=sys.stderr)
     return 2
+  from flan_jax.data import stats as stats_lib  # pylint: disable=import-outside-toplevel  (seqio: TF start-up)
   try:
     lengths = stats_lib.parse_lengths(args.lengths)
   except ValueError as e:
@@ -204,14 +209,18 @@ def _common_flags(parser: argparse.ArgumentParser, default: Any) -> None:
                       help="module imported to register the tasks and mixtures (default: tasks)")
 
 
-def _module_exists(name: str) -> bool:
-  try:
-    return importlib.util.find_spec(name) is not None
-  except ModuleNotFoundError:  # its parent package is absent
-    return False
+def _plugins_for(argv: Sequence[str]) -> list[str]:
+  """The plugin modules to load: the given command's, or all of them (for --help or a mistyped command)."""
+  named = [PLUGINS[a] for a in argv if a in PLUGINS]
+  builtin = {"list", "show", "stats"}
+  if named:
+    return named[:1]
+  if any(a in builtin for a in argv) and not {"-h", "--help"} & set(argv):
+    return []
+  return list(dict.fromkeys(PLUGINS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="flan-jax data", description=__doc__.split("\n")[0])
   _common_flags(parser, None)
   # The same flags after the subcommand; SUPPRESS keeps a subparser from resetting a value given before it.
@@ -247,15 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--json", action="store_true", help="print the stats as JSON")
   p.set_defaults(func=cmd_stats, needs_registry=True)
 
-  for module in PLUGINS:
-    if _module_exists(module):
-      importlib.import_module(module).register_cli(sub)
+  for module in _plugins_for(argv):
+    importlib.import_module(module).register_cli(sub)
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = build_parser()
-  args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = build_parser(argv).parse_args(argv)
   if args.data_dir:
     data_dir_lib.set_data_dir(args.data_dir)
   if getattr(args, "needs_registry", False):
