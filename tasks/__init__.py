@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flan_jax.data import templates as _templates
 from tasks import cot
+from tasks import flan2022
 from tasks import mixtures
 from tasks import niv2
 
@@ -20,7 +21,8 @@ def register_all() -> dict[str, list[str]]:
   niv2_names = niv2.register(t, niv2_tasks)
   mixture_names = mixtures.register_cot(cot.base_names(False), cot.base_names(True))
   mixture_names += mixtures.register_niv2([niv2.seqio_name(t) for t in niv2_tasks])
-  return {"cot": cot_names, "niv2": niv2_names, "mixtures": mixture_names}
+  # Muffin, T0-SF and Dialog, and the Flan 2022 mixtures that combine all parts.
+  return {"cot": cot_names, "niv2": niv2_names, "mixtures": mixture_names, **flan2022.register_all(t)}
 
 
 REGISTERED = register_all()

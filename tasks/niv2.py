@@ -38,10 +38,18 @@ def is_mmlu_derived(task: str) -> bool:
 
 
 def training_tasks() -> list[str]:
-  """NIv2 tasks Flan trains on, in niv2_tasks.json order."""
+  """NIv2 tasks Flan trains on, in niv2_tasks.json order.
+
+  niv2_tasks.json lists 40 tasks twice, under an old and a new name that differ only in '-' vs '_'; both map to
+  one seqio name, so only the first is kept (a second would re-register it and double its mixture weight).
+  """
   meta = sources.niv2_metadata()
   held_out = set(sources.niv2_split("test"))
-  return [t for t in meta if not is_mmlu_derived(t) and t not in held_out]
+  kept: dict[str, str] = {}
+  for t in meta:
+    if not is_mmlu_derived(t) and t not in held_out:
+      kept.setdefault(seqio_name(t), t)
+  return list(kept.values())
 
 
 def _constants(task: str) -> dict[str, str]:
