@@ -140,3 +140,17 @@ def test_source_ids_equal_seqio_tokenization_across_batches(registered):
                                 shard_info=seqio.ShardInfo(1, 2)).as_numpy_iterator())
   assert short["inputs"].tolist() == tf_ids[0][:15] + [1]
   assert short["targets"].tolist() == tf_ids[len(want)][:7] + [1]
+
+
+def test_shuffling_is_in_the_source_per_epoch_and_keeps_templates(registered):
+  task = seqio.get_mixture_or_task("cot_qasc_template_0to10_zero_shot")
+  assert task.shuffle_buffer_size is None  # no seqio buffer of rendered, tokenized examples
+  src = registry.flan_source(task)
+  plain = {e["inputs"]: e["_template_idx"] for e in registry.render(src.dataset, src.variant, src.task)}
+  ds = task.get_dataset(sequence_length=None, shuffle=True, seed=3, num_epochs=2)
+  got = [(e["inputs_pretokenized"].decode(), e["_template_idx"]) for e in ds.as_numpy_iterator()]
+  first, second = got[:len(plain)], got[len(plain):]
+  assert len(second) == len(plain)
+  # Each epoch is a permutation of the source's examples, each with the template of its position.
+  assert dict(first) == plain and dict(second) == plain
+  assert [t for t, _ in first] != list(plain) and first != second

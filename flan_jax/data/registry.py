@@ -179,9 +179,14 @@ dropped_queries = FewShotDropCounter()
 
 
 def render(dataset: FlanDataset, variant: Variant, task: str, seed: int = 0, shard_index: int = 0,
-           num_shards: int = 1) -> Iterator[dict[str, Any]]:
+           num_shards: int = 1, shuffle_buffer: int = 0, epoch: int = 0) -> Iterator[dict[str, Any]]:
   """The examples of one task variant, as strings, in source order; shard k of n takes the rows at
-  positions k, k + n, ... (before few-shot filtering, so shards stay disjoint and covering)."""
+  positions k, k + n, ... (before few-shot filtering, so shards stay disjoint and covering).
+
+  With `shuffle_buffer`, the shard's raw rows (not rendered examples: a fraction of the memory, and
+  nothing is rendered to fill the buffer) pass a seeded shuffle buffer first, drawn anew each `epoch`;
+  templates stay assigned by source position, and exemplar batches are drawn in the shuffled order.
+  """
   templates = tpl.load_templates()
   dataset.check_available()
   constants = dict(dataset.constants()) if dataset.constants else {}
@@ -189,11 +194,17 @@ def render(dataset: FlanDataset, variant: Variant, task: str, seed: int = 0, sha
           "_template_type": variant.template_type}
   pats = variant.patterns
   cfg = variant.few_shot
-  exemplar_batches = _exemplar_batches(dataset, variant, seed, constants, templates) if cfg else None
+  exemplar_seed = seed if epoch == 0 else f"{seed}.{epoch}"
+  exemplar_batches = _exemplar_batches(dataset, variant, exemplar_seed, constants,
+                                       templates) if cfg else None
   token_counts: dict = {}  # (row id, template) -> (tokens(x), tokens(y)), for this pass only
-  for pos, idx, row_id, features in _grouped(dataset.rows(), len(pats)):
-    batch = next(exemplar_batches) if exemplar_batches is not None else None
-    if pos % num_shards != shard_index:
+  stream = _grouped(dataset.rows(), len(pats))
+  if shuffle_buffer:
+    stream = fewshot.shuffle_buffer((r for r in stream if r[0] % num_shards == shard_index),
+                                    shuffle_buffer, random.Random(f"rows:{seed}:{task}:{epoch}"))
+  for pos, idx, row_id, features in stream:
+    batch = next(exemplar_batches, None) if exemplar_batches is not None else None
+    if not shuffle_buffer and pos % num_shards != shard_index:
       continue
     if constants:
       features = {**constants, **features}
@@ -270,6 +281,7 @@ def _exemplar_maker(dataset, variant, features, idx, row_id, constants, rng_key,
 # seqio glue.
 
 ENCODE_BATCH = 128
+SOURCE_SHUFFLE_BUFFER = 1000  # raw rows per task when shuffling (seqio's default, but of rows)
 _CONSTANT_FEATURES = ("_task_name", "_task_source", "_template_type")
 
 
@@ -324,7 +336,10 @@ class FlanDataSource(seqio.DataSource):
     self.dataset = dataset
     self.variant = variant
     self.task = task
-    super().__init__(splits=("train",))
+    # The source shuffles its rows itself (a buffer of raw rows per task), so a task registered with
+    # shuffle_buffer_size=None holds no buffer of rendered, tokenized examples: with seqio's default
+    # per-task buffer of 1,000 such examples, memory and start-up work grow with the mixture.
+    super().__init__(splits=("train",), performs_internal_shuffling=True)
 
   @property
   def supports_arbitrary_sharding(self) -> bool:
@@ -363,17 +378,22 @@ class FlanDataSource(seqio.DataSource):
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
-    del sequence_length, use_cached, num_epochs, shuffle  # seqio shuffles the rendered examples
+    del sequence_length, use_cached, num_epochs
     if split not in self.splits:
       raise ValueError(f"task {self.task} has no split {split!r}; it has {list(self.splits)}")
     self.dataset.check_available()  # fail here, with the download command, not inside TF
     index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
     seed = 0 if seed is None else int(seed)
+    buffer = SOURCE_SHUFFLE_BUFFER if shuffle else 0
+    epochs = itertools.count()  # seqio repeats the dataset by calling the generator again
+
+    def batches():
+      return encoded_batches(render(self.dataset, self.variant, self.task, seed, index, count,
+                                    shuffle_buffer=buffer, epoch=next(epochs)))
+
     # Whole batches cross from Python into TF (one conversion per batch, not per example), then
     # are split back into examples in TF.
-    ds = tf.data.Dataset.from_generator(
-        lambda: encoded_batches(render(self.dataset, self.variant, self.task, seed, index, count)),
-        output_signature=output_signature())
+    ds = tf.data.Dataset.from_generator(batches, output_signature=output_signature())
     meta = {"_task_name": self.dataset.task_name, "_task_source": self.dataset.task_source,
             "_template_type": self.variant.template_type}
     return ds.map(_examples_of_batch(meta)).unbatch()
@@ -405,7 +425,8 @@ def register_variants(dataset: FlanDataset, variants: Sequence[Variant]) -> list
     if name in seqio.TaskRegistry.names():
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(name, source=FlanDataSource(dataset, v, name),
-                           preprocessors=list(TOKENIZE), output_features=features)
+                           preprocessors=list(TOKENIZE), output_features=features,
+                           shuffle_buffer_size=None)
     names.append(name)
   return names
 
