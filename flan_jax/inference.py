@@ -302,6 +302,61 @@ class Predictor:
     return best, scores
 
 
+def seqio_model_fns(model: model_lib.BaseModel, params: dict, config: DecodeConfig, batch_size: int = 8):
+  """`(predict_fn, score_fn)` for `seqio.Evaluator.evaluate`, over its enumerated, feature-converted datasets.
+
+  Each dataset yields `(index, features)` with unbatched model features (`encoder_input_tokens` /
+  `decoder_target_tokens` ..., or the decoder-only ones); predictions are id lists cut at EOS (the best decode),
+  scores the summed target log-likelihood.
+  """
+  model, params = unscanned(model, params)
+  encoder_decoder = isinstance(model, model_lib.EncoderDecoderModel)
+
+  def batches(dataset):
+    rows = []
+    for index, features in dataset.as_numpy_iterator():
+      rows.append((int(index), features))
+      if len(rows) == batch_size:
+        yield rows
+        rows = []
+    if rows:
+      yield rows
+
+  def stack(rows, key):
+    out = np.zeros((batch_size,) + rows[0][1][key].shape, np.int32)
+    for i, (_, f) in enumerate(rows):
+      out[i] = f[key]
+    return out
+
+  def predict_fn(dataset, model_feature_shapes=None):
+    del model_feature_shapes
+    out = []
+    for rows in batches(dataset):
+      if encoder_decoder:
+        batch = {"encoder_input_tokens": stack(rows, "encoder_input_tokens")}
+      else:
+        # The prompt is the inputs part of the prefix-LM row: target tokens under decoder_causal_attention,
+        # which marks the inputs plus one position.
+        targets, causal = stack(rows, "decoder_target_tokens"), stack(rows, "decoder_causal_attention")
+        lengths = np.maximum(causal.sum(axis=1) - 1, 0)
+        batch = {"prompt_tokens": targets * (np.arange(targets.shape[1])[None, :] < lengths[:, None])}
+      tokens, _ = predict_batch(model, params, batch, config)
+      out += [(index, decoding.strip_after_eos(tokens[i, 0], config.eos_id)) for i, (index, _) in enumerate(rows)]
+    return out
+
+  def score_fn(dataset, model_feature_shapes=None):
+    del model_feature_shapes
+    out = []
+    for rows in batches(dataset):
+      keys = [k for k in rows[0][1] if k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+                                            "decoder_loss_weights", "decoder_causal_attention")]
+      scores = score_batch(model, params, {k: stack(rows, k) for k in keys})
+      out += [(index, float(scores[i])) for i, (index, _) in enumerate(rows)]
+    return out
+
+  return predict_fn, score_fn
+
+
 def load_checkpoint(directory: str | os.PathLike, step: int | None = None
                     ) -> tuple[model_lib.BaseModel, dict, int]:
   """Rebuilds the model from `model.json` and restores params (latest step by default): (model, params, step)."""

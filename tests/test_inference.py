@@ -12,7 +12,7 @@ from flan_jax.models.decoder_only import DecoderOnlyConfig
 from flan_jax.models.t5 import T5Config
 
 LENGTH = 6
-TINY_T5 = dict(vocab_size=32128, emb_dim=32, num_heads=2, num_encoder_layers=2, num_decoder_layers=2, head_dim=8,
+TINY_T5 = dict(vocab_size=32128, emb_dim=32, num_heads=2, num_encoder_layers=1, num_decoder_layers=2, head_dim=8,
                mlp_dim=64)
 
 
@@ -128,3 +128,29 @@ def test_decoder_only_greedy_equals_unrolled_and_scores_match(tiny_decoder_only)
   pairs = [([t for t in prompt[r].tolist() if t], [t for t in tokens[r, 0].tolist() if t]) for r in range(2)]
   scores = inference.score_batch(model, params, predictor._score_batch_arrays(pairs))
   np.testing.assert_allclose(scores, gen_scores[:, 0], rtol=1e-4, atol=1e-3)
+
+
+def test_seqio_model_fns(tiny_t5):
+  import tensorflow as tf
+
+  model, params = tiny_t5
+  enc = np.asarray([[37, 629, 19, 1, 0, 0, 0, 0], [13959, 1566, 12, 2968, 10, 37, 1, 0],
+                    [5, 6, 7, 1, 0, 0, 0, 0]], np.int32)
+  tgt = np.asarray([[8, 9, 1, 0], [10, 1, 0, 0], [11, 12, 13, 1]], np.int32)
+  dec_in = np.concatenate([np.zeros((3, 1), np.int32), tgt[:, :-1]], axis=1)
+  ds = tf.data.Dataset.from_tensor_slices({"encoder_input_tokens": enc, "decoder_target_tokens": tgt,
+                                           "decoder_input_tokens": dec_in,
+                                           "decoder_loss_weights": (tgt > 0).astype(np.int32)}).enumerate()
+  predict_fn, score_fn = inference.seqio_model_fns(model, params, inference.DecodeConfig(max_decode_length=LENGTH),
+                                                   batch_size=2)
+  preds = predict_fn(ds)
+  greedy, _ = inference.predict_batch(model, params, {"encoder_input_tokens": enc},
+                                      inference.DecodeConfig(max_decode_length=LENGTH))
+  assert [i for i, _ in preds] == [0, 1, 2]
+  for i, ids in preds:
+    assert ids == inference.decoding.strip_after_eos(greedy[i, 0], 1)
+  scores = score_fn(ds)
+  want = inference.score_batch(model, params, {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in,
+                                               "decoder_target_tokens": tgt,
+                                               "decoder_loss_weights": (tgt > 0).astype(np.int32)})
+  np.testing.assert_allclose([s for _, s in scores], want, rtol=1e-5, atol=1e-4)
