@@ -231,7 +231,8 @@ def register_task(config: MuffinConfig, variants: Sequence[registry.Variant]) ->
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(name, source=registry.FlanDataSource(ds, v, name),
                            preprocessors=list(registry.TOKENIZE), output_features=features,
-                           postprocess_fn=config.postprocess, metric_fns=list(config.metrics))
+                           postprocess_fn=config.postprocess, metric_fns=list(config.metrics),
+                           shuffle_buffer_size=None)
     names.append(name)
   return names
 

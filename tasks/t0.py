@@ -242,7 +242,8 @@ def register_subtask(st: T0Subtask, ds: registry.FlanDataset,
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(name, source=registry.FlanDataSource(ds, v, name),
                            preprocessors=list(registry.TOKENIZE), output_features=features,
-                           postprocess_fn=st.postprocess, metric_fns=[mp.accuracy])
+                           postprocess_fn=st.postprocess, metric_fns=[mp.accuracy],
+                           shuffle_buffer_size=None)
     names.append(name)
   return names
 
