@@ -41,3 +41,25 @@ def test_bad_arguments(tiny_checkpoint):
     infer.main(["--checkpoint", str(directory), "--input", "x", "--mixture", "m"])
   with pytest.raises(FileNotFoundError, match="model.json"):
     infer.main(["--checkpoint", str(directory / "missing"), "--input", "x"])
+
+
+def test_mixture_rows_from_a_registered_task(tiny_checkpoint, tmp_path):
+  import seqio
+  import tensorflow as tf
+
+  directory, model, params = tiny_checkpoint
+  name = "infer_test_tiny_task"
+  inputs, targets = ["first input text", "second, longer input text here", "third"], ["a", "b", "c"]
+  if name not in seqio.TaskRegistry.names():
+    def dataset_fn(split, shuffle_files, seed=None):
+      return tf.data.Dataset.from_tensor_slices({"inputs_pretokenized": inputs, "targets_pretokenized": targets})
+
+    seqio.TaskRegistry.add(name, seqio.FunctionDataSource(dataset_fn, splits=["validation"]), output_features={})
+  out = tmp_path / "scores.jsonl"
+  assert infer.main(["--checkpoint", str(directory), "--mixture", name, "--module", "seqio", "--limit", "2",
+                     "--mode", "score", "--batch_size", "1", "--output", str(out)]) == 0
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(r["input"], r["target"]) for r in rows] == list(zip(inputs[:2], targets[:2]))
+  predictor = inference.Predictor(model, params, batch_size=1)
+  want = predictor.score(inputs[:2], targets[:2])
+  assert [r["score"] for r in rows] == pytest.approx(want, abs=1e-5)
