@@ -8,6 +8,7 @@ import pytest
 import seqio
 
 from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data import mixing
 from flan_jax.data import registry
 from flan_jax.data import sources
 from flan_jax.data import templates as tpl
@@ -154,3 +155,39 @@ def test_shuffling_is_in_the_source_per_epoch_and_keeps_templates(registered):
   # Each epoch is a permutation of the source's examples, each with the template of its position.
   assert dict(first) == plain and dict(second) == plain
   assert [t for t, _ in first] != list(plain) and first != second
+
+
+def test_shuffle_plan_shares_one_budget_by_mixture_share():
+  plan = registry.shuffle_plan({"a": 1.0, "b": 3.0, "c": 1e-6}, budget=400)
+  assert plan == {"a": 100, "b": 300, "c": registry.MIN_SHUFFLE_ROWS}
+  # Capped at the default per-task buffer; the bound holds for many tasks.
+  many = registry.shuffle_plan({f"t{i}": 1.0 + i % 7 for i in range(2000)})
+  assert max(many.values()) <= registry.SOURCE_SHUFFLE_BUFFER
+  assert sum(many.values()) <= registry.SHUFFLE_BUDGET_ROWS + 2000 * registry.MIN_SHUFFLE_ROWS
+  assert registry.shuffle_plan({"x": 5.0}) == {"x": registry.SOURCE_SHUFFLE_BUFFER}
+  with pytest.raises(ValueError, match="sum to 0"):
+    registry.shuffle_plan({"x": 0.0})
+
+
+def test_mixture_sources_buffer_rows_by_their_share(registered, monkeypatch):
+  name = mixing.register_available("cot_submix")
+  mix = seqio.get_mixture_or_task(name)
+  assert isinstance(mix, mixing.BudgetedMixture)
+  seen = {}
+  real = registry.shuffle_rows
+
+  def spy(task):
+    seen[task] = real(task)
+    return seen[task]
+  monkeypatch.setattr(registry, "shuffle_rows", spy)
+  monkeypatch.setattr(registry, "SHUFFLE_BUDGET_ROWS", 3000)
+  mix.get_dataset(sequence_length=None, shuffle=True, seed=1, num_epochs=1)
+  shares = mixing.rates(name)
+  total = sum(shares.values())
+  assert set(seen) == set(shares)
+  for task, rows in seen.items():
+    want = round(3000 * shares[task] / total)
+    assert rows == max(registry.MIN_SHUFFLE_ROWS, min(registry.SOURCE_SHUFFLE_BUFFER, want)), task
+  assert len(set(seen.values())) > 1
+  # Outside a mixture a task keeps the default buffer.
+  assert registry.shuffle_rows("cot_qasc_template_0to10_zero_shot") == registry.SOURCE_SHUFFLE_BUFFER

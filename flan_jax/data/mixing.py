@@ -45,10 +45,20 @@ def capped_rate(cap: int) -> Callable[[seqio.Task], float]:
   return rate
 
 
+class BudgetedMixture(seqio.Mixture):
+  """A seqio Mixture whose Flan tasks share one budget of shuffle-buffer rows (by mixture share,
+  `registry.shuffle_plan`), so the buffered rows stay bounded however many tasks it holds."""
+
+  def get_dataset(self, *args, **kwargs):
+    plan = registry.shuffle_plan(rates(self.name))
+    with registry.shuffle_budget(plan):
+      return super().get_dataset(*args, **kwargs)
+
+
 def _add_mixture(name: str, tasks, **kwargs) -> str:
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, tasks, **kwargs)
+  seqio.MixtureRegistry.add(name, tasks, mixture_cls=BudgetedMixture, **kwargs)
   return name
 
 

@@ -14,6 +14,8 @@ read (for multiple-choice tasks: `options` list + `answer`, with `has_options=Tr
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import itertools
 import random
@@ -282,6 +284,40 @@ def _exemplar_maker(dataset, variant, features, idx, row_id, constants, rng_key,
 
 ENCODE_BATCH = 128
 SOURCE_SHUFFLE_BUFFER = 1000  # raw rows per task when shuffling (seqio's default, but of rows)
+# Within a mixture the per-task buffers share a budget: a task buffers rows in proportion to its share
+# of the mixture, between MIN_SHUFFLE_ROWS and SOURCE_SHUFFLE_BUFFER, so a mixture of n tasks buffers
+# at most SHUFFLE_BUDGET_ROWS + n * MIN_SHUFFLE_ROWS rows (not n * 1,000: GBs for ~2,000 tasks).
+SHUFFLE_BUDGET_ROWS = 100_000
+MIN_SHUFFLE_ROWS = 32
+_shuffle_plan: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar(
+    "flan_shuffle_plan", default=None)
+
+
+def shuffle_plan(shares: Mapping[str, float], budget: int | None = None) -> dict[str, int]:
+  """Rows each task buffers when shuffling, from its share of the mixture (shares need not sum to 1);
+  `budget` defaults to SHUFFLE_BUDGET_ROWS."""
+  budget = SHUFFLE_BUDGET_ROWS if budget is None else budget
+  total = sum(shares.values())
+  if total <= 0:
+    raise ValueError(f"shuffle plan: mixture rates sum to {total}")
+  return {t: max(MIN_SHUFFLE_ROWS, min(SOURCE_SHUFFLE_BUFFER, round(budget * r / total)))
+          for t, r in shares.items()}
+
+
+@contextlib.contextmanager
+def shuffle_budget(plan: Mapping[str, int]):
+  """Sources built inside (`FlanDataSource.get_dataset`) take their buffer size from `plan`."""
+  token = _shuffle_plan.set(plan)
+  try:
+    yield
+  finally:
+    _shuffle_plan.reset(token)
+
+
+def shuffle_rows(task: str) -> int:
+  """The raw-row shuffle buffer of `task`: its share of the mixture being built, else the default."""
+  plan = _shuffle_plan.get()
+  return SOURCE_SHUFFLE_BUFFER if plan is None else plan.get(task, SOURCE_SHUFFLE_BUFFER)
 _CONSTANT_FEATURES = ("_task_name", "_task_source", "_template_type")
 
 
@@ -384,7 +420,7 @@ class FlanDataSource(seqio.DataSource):
     self.dataset.check_available()  # fail here, with the download command, not inside TF
     index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
     seed = 0 if seed is None else int(seed)
-    buffer = SOURCE_SHUFFLE_BUFFER if shuffle else 0
+    buffer = shuffle_rows(self.task) if shuffle else 0
     epochs = itertools.count()  # seqio repeats the dataset by calling the generator again
 
     def batches():
