@@ -24,9 +24,22 @@ hand (`tests/test_docs.py` fails when this file is stale). Browse examples of an
 """
 
 
+DIALOG_PREFIXES = ("wiki_dialog", "qrecc", "task_master")
+
+
 def family(name: str) -> str:
-  """NIv2 tasks are `task<N>_...`; other tasks group by their first name component (`cot`, `stream`, ...)."""
-  return "niv2" if re.match(r"task\d+_", name) else re.split(r"[_:]", name, maxsplit=1)[0]
+  """The Flan 2022 submix a task belongs to, read off its name: NIv2 tasks are `task<N>_...`, CoT tasks `cot_...`
+  or `stream_...`, T0-SF tasks `t0_...`, Dialog tasks `wiki_dialog...` / `qrecc...` / `task_master...`; the rest
+  are Muffin (Flan 2021)."""
+  if re.match(r"task\d+_", name):
+    return "niv2"
+  if name.startswith(("cot_", "stream_")):
+    return "cot"
+  if name.startswith("t0_"):
+    return "t0"
+  if name.startswith(DIALOG_PREFIXES):
+    return "dialog"
+  return "muffin"
 
 
 def base_and_variant(name: str) -> tuple[str, str]:

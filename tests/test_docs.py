@@ -131,6 +131,8 @@ def test_recipe_table_matches_the_recipes():
     data, model = (int(x) for x in mesh.split(" x "))
     assert plan.gin_macro("NUM_PARTITIONS") == model, recipe
     assert plan.parse_tpu(topology).devices == data * model, recipe
+    # The recipe's mixture is a registered one (the catalogue is regenerated from the registry).
+    assert f"| `{plan.gin_macro('MIXTURE_OR_TASK_NAME')}` |" in (DOCS / "tasks.md").read_text(), recipe
 
 
 def test_task_catalogue_is_generated_from_the_registry():
