@@ -71,6 +71,8 @@ class MetricsWriter:
     if "eval/loss_per_nonpadding_target_token" in s:
       return (f"[eval] step {step}: loss/token {s['eval/loss_per_nonpadding_target_token']:.4f} "
               f"accuracy {s.get('eval/accuracy', float('nan')):.4f}")
+    if s and all(k.startswith("eval/") for k in s):  # the evaluation suites' scores (percent)
+      return f"[eval] step {step}: " + ", ".join(f"{k[len('eval/'):]} {v:.2f}" for k, v in sorted(s.items()))
     parts = [f"step {step}"]
     for key, label, fmt in [("loss_per_nonpadding_target_token", "loss/token", ".4f"), ("accuracy", "acc", ".3f"),
                             ("learning_rate", "lr", ".2e"), ("grad_norm", "|g|", ".3f"),

@@ -139,11 +139,26 @@ def train(
     eval_split: str = "validation",
     eval_mixture_components: Sequence[tuple[str, float]] | None = None,
     eval_steps: int = 10,
+    only_available_data: bool = False,
+    eval_suites: str | None = None,
+    eval_suites_period: int = 0,
+    eval_suites_limit: int | None = 20,
+    eval_suites_batch_size: int = 8,
+    eval_suites_max_input_length: int = 2048,
+    eval_suites_max_decode_length: int | None = None,
     log_period: int = 1,
     peak_flops_per_device: float | None = None,
     gin_config_str: str = "",
 ) -> dict[str, float]:
-  """Finetunes `model` on a SeqIO mixture until step `train_steps`; returns the last logged metrics."""
+  """Finetunes `model` on a SeqIO mixture until step `train_steps`; returns the last logged metrics.
+
+  `only_available_data`: leave out the tasks whose data is absent from the data dir (each component of
+  `mixture_components` separately, so their mixing rates keep their meaning), warning about each and printing
+  the renormalised shares; off, a mixture with a missing part fails before any compile, naming it.
+  `eval_suites` (e.g. 'mmlu_direct,bbh_direct') run every `eval_suites_period` steps through
+  `flan_jax.evaluation.make_evaluator` with at most `eval_suites_limit` examples per task; their scores go to
+  the metrics as `eval/<suite>` and their outputs to `MODEL_DIR/eval_suites/step_<N>/`.
+  """
   from flan_jax import optimizers, partitioning, trainer as trainer_lib
   from flan_jax.checkpoints import manager
   from flan_jax.data import feature_converters, input_pipeline
@@ -151,12 +166,17 @@ def train(
 
   # --- everything that can be wrong with the configuration fails here, before any compile
   _import_modules(mixture_or_task_module)
-  input_pipeline.register_mixture(mixture_or_task_name, mixture_components, "train.mixture_components")
-  input_pipeline.check_mixture(mixture_or_task_name, "MIXTURE_OR_TASK_NAME")
+  mixture_or_task_name = _resolve_mixture(mixture_or_task_name, mixture_components, only_available_data,
+                                          "MIXTURE_OR_TASK_NAME", "train.mixture_components")
   if eval_period:
-    input_pipeline.register_mixture(eval_mixture_or_task_name, eval_mixture_components,
-                                    "train.eval_mixture_components")
-    input_pipeline.check_mixture(eval_mixture_or_task_name or "", "EVAL_MIXTURE_OR_TASK_NAME")
+    eval_mixture_or_task_name = _resolve_mixture(eval_mixture_or_task_name or "", eval_mixture_components,
+                                                 only_available_data, "EVAL_MIXTURE_OR_TASK_NAME",
+                                                 "train.eval_mixture_components")
+  suite_evaluator = None
+  if eval_suites_period:
+    suite_evaluator = _suite_evaluator(
+        model, eval_suites, eval_suites_limit, eval_suites_batch_size, eval_suites_max_input_length,
+        eval_suites_max_decode_length, os.path.join(model_dir, "eval_suites"))
   part = partitioning.Partitioner(partitioner or partitioning.PartitionerConfig())
   part.check_batch_size(batch_size, "BATCH_SIZE")
   converter = feature_converter or feature_converters.get_feature_converter("encoder_decoder")
@@ -177,6 +197,7 @@ def train(
   if jax.process_index() == 0:
     with open(os.path.join(model_dir, "config.gin"), "w") as f:
       f.write(gin_config_str)
+    _write_model_spec(model_dir, model)
   print(f"flan-jax train: {part.describe()}; batch {batch_shapes}", flush=True)
 
   # --- state: resume from MODEL_DIR, else INITIAL_CHECKPOINT_PATH, else from scratch
@@ -248,8 +269,15 @@ def train(
       t_last = now
       if step % checkpoint_period == 0:
         save(force=False)
+      evaluated = False
       if eval_fn is not None and step % eval_period == 0:
         writer.write(step, eval_fn())
+        evaluated = True
+      if suite_evaluator is not None and step % eval_suites_period == 0:
+        writer.write(step, suite_evaluator(model, state.params, step))
+        evaluated = True
+      if evaluated:
+        t_last = time.perf_counter()  # seconds/step and tokens/s time training, not evaluation
     if pending is not None:
       last = _log(writer, *pending, step_flops, peak_total, log_period)
     save(force=True)
@@ -262,6 +290,53 @@ def train(
   if stop.requested:
     print(f"flan-jax train: {stop.signal_name} received; saved step {step} and stopped", file=sys.stderr)
   return last
+
+
+def _resolve_mixture(name: str, components: Sequence[tuple[str, float]] | None, only_available: bool,
+                     binding: str, components_binding: str) -> str:
+  """Registers `components` as `name` (each left to its present tasks with `only_available`) and returns the
+  name to train on: `name`, or its present-tasks copy; unknown names or missing data fail naming the binding."""
+  from flan_jax.data import input_pipeline
+  if components:
+    resolved = []
+    for component, rate in components:
+      input_pipeline.check_mixture(str(component), f"{components_binding} component")
+      resolved.append((input_pipeline.present_only(str(component), only_available, components_binding), rate))
+    components = resolved
+  input_pipeline.register_mixture(name, components, components_binding)
+  input_pipeline.check_mixture(name, binding)
+  return input_pipeline.present_only(name, only_available, binding)
+
+
+def _write_model_spec(model_dir: str, model: Any) -> None:
+  """`MODEL_DIR/model.json`, so `flan-jax infer/eval --checkpoint MODEL_DIR` rebuild the trained model."""
+  from flan_jax.models import spec
+  try:
+    spec.save_spec(model_dir, model)
+  except TypeError:
+    print(f"flan-jax train: note: {type(model).__name__} has no model.json description; infer/eval cannot "
+          f"rebuild it from {model_dir}", file=sys.stderr)
+
+
+def _suite_evaluator(model: Any, suites: str | None, limit: int | None, batch_size: int, max_input_length: int,
+                     max_decode_length: int | None, output_dir: str):
+  """The evaluation suites' evaluator, with the settings checked before any compile."""
+  from flan_jax.evaluation import make_evaluator, suites as suites_lib
+  from flan_jax.models import spec
+  if not suites:
+    raise ValueError("train.eval_suites_period is set but train.eval_suites names no suite "
+                     f"(choose from {', '.join(sorted(suites_lib.SUITES))})")
+  try:
+    suites_lib.get_suites(suites)
+  except ValueError as e:
+    raise ValueError(f"train.eval_suites={suites!r}: {e}") from None
+  try:
+    spec.model_spec(model)
+  except TypeError:
+    raise ValueError(f"train.eval_suites: the suites decode with flan_jax's models; {type(model).__name__} "
+                     "is not one") from None
+  return make_evaluator(suites, limit=limit, batch_size=batch_size, max_input_length=max_input_length,
+                        max_decode_length=max_decode_length, output_dir=output_dir)
 
 
 def _log(writer, step: int, metrics, seconds: float, step_flops, peak_total, log_period) -> dict:

@@ -70,3 +70,26 @@ def test_errors_name_the_binding():
   input_pipeline.register_mixture("flan_jax_test_mix", [(fixture_tasks.TRAIN_TASK, 1.0)], "m")  # same: fine
   with pytest.raises(input_pipeline.InputConfigError, match="already registered with other components"):
     input_pipeline.register_mixture("flan_jax_test_mix", [(fixture_tasks.EVAL_TASK, 1.0)], "m")
+
+
+def test_present_only_leaves_out_absent_tasks_and_renormalises(flan_data_dir, capsys):
+  import tasks  # noqa: F401 - registers the CoT mixtures (the data dir lacks the esnli and qed TSVs)
+  from flan_jax.data import mixing
+  absent = [d for d in ("esnli", "qed") if not (flan_data_dir / "flan" / "cot" / f"{d}_train.tsv").exists()]
+  assert absent, "the test needs a CoT dataset missing from the data dir"
+  with pytest.raises(input_pipeline.InputConfigError, match=r"(?s)X='cot_zsopt': \d+ of its \d+ task\(s\) lack.*"
+                     r"only_available_data"):
+    input_pipeline.present_only("cot_zsopt", False, "X")
+  name = input_pipeline.present_only("cot_zsopt", True, "X")
+  assert name == "cot_zsopt_available"
+  err = capsys.readouterr().err
+  assert f"leaving out cot_{absent[0]}" in err or f"leaving out stream_{absent[0]}" in err
+  assert "renormalised shares" in err
+  full = mixing.rates("cot_zsopt")
+  want = {t: r for t, r in full.items() if not any(d in t for d in absent)}
+  got = mixing.rates(name)
+  assert 0 < len(got) < len(full) and set(got) == set(want)
+  for task, rate in want.items():
+    assert got[task] == pytest.approx(rate)
+  # A task or mixture with all its data comes back unchanged.
+  assert input_pipeline.present_only(fixture_tasks.TRAIN_TASK, False, "X") == fixture_tasks.TRAIN_TASK

@@ -115,3 +115,55 @@ def test_batch_not_divisible_by_data_axis_is_named():
 def test_missing_mixture_is_named():
   code, err = _bad("--gin.MIXTURE_OR_TASK_NAME='no_such_mixture'")
   assert code == 1 and "MIXTURE_OR_TASK_NAME='no_such_mixture' is not a registered" in err
+
+
+def test_missing_data_fails_naming_it_unless_only_available():
+  code, err = _bad("--gin.MIXTURE_OR_TASK_MODULE='tasks'", "--gin.MIXTURE_OR_TASK_NAME='cot_zsopt'")
+  assert code == 1
+  assert "MIXTURE_OR_TASK_NAME='cot_zsopt'" in err and "cot_esnli_template_0to10_zero_shot" in err
+  assert "train.only_available_data = True" in err
+
+
+def test_bad_eval_suites_are_named():
+  code, err = _bad("--gin.EVAL_SUITES_PERIOD=2", "--gin.EVAL_SUITES='mmlu_direct,no_such_suite'")
+  assert code == 1 and "train.eval_suites='mmlu_direct,no_such_suite'" in err and "no_such_suite" in err
+  code, err = _bad("--gin.EVAL_SUITES_PERIOD=2", "--gin.EVAL_SUITES='bbh_direct'")
+  assert code == 1 and "TinyModel is not one" in err  # the suites decode with flan_jax models only
+
+
+def test_trained_dir_feeds_infer_and_eval_and_suites_run_periodically(tmp_path):
+  """A real (tiny) flan_jax T5 trained 4 steps, the BBH suite every 2: MODEL_DIR has model.json, the infer/eval
+  loader rebuilds the model and restores the final params, and the suite scores are in metrics.jsonl."""
+  from flan_jax import inference
+  from flan_jax.models import model as model_lib
+  model_dir = tmp_path / "real_t5"
+  gin.clear_config()
+  try:
+    code = train.main([
+        "--gin_file=tests/fixtures/tiny_real_t5_test.gin", f"--gin.MODEL_DIR='{model_dir}'",
+        "--gin.TRAIN_STEPS=4", "--gin.CHECKPOINT_PERIOD=4", "--gin.EVAL_SUITES='bbh_direct'",
+        "--gin.EVAL_SUITES_PERIOD=2", "--gin.EVAL_SUITES_LIMIT=1", "--gin.train.eval_suites_max_input_length=256",
+        "--gin.train.eval_suites_max_decode_length=2"])
+  finally:
+    gin.clear_config()
+  assert code == 0
+  spec = json.loads((model_dir / "model.json").read_text())
+  assert spec["kind"] == "encoder_decoder" and spec["config"]["emb_dim"] == 16
+  model, params, step = inference.load_checkpoint(model_dir)
+  assert step == 4 and isinstance(model, model_lib.EncoderDecoderModel) and model.config.vocab_size == 32128
+  records = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+  suite_steps = [r["step"] for r in records if "eval/bbh_direct" in r]
+  assert suite_steps == [2, 4]
+  for s in (2, 4):
+    results = json.loads((model_dir / "eval_suites" / f"step_{s}" / "results.json").read_text())
+    assert results["suites"]["bbh_direct"]["count"] == 27
+  # The loader restored the trained params, not a fresh init: they differ from step 0's.
+  trained = {r["step"]: r for r in records if "loss" in r}
+  assert sorted(trained) == [1, 2, 3, 4]
+  import jax
+  import numpy as np
+  init = model.init_variables(jax.random.key(0), {k: (1, 8) for k in (
+      "encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")})
+  init = init.get("params", init)
+  assert not np.allclose(np.asarray(params["decoder"]["logits_dense"]["kernel"]),
+                         np.asarray(init["decoder"]["logits_dense"]["kernel"]))

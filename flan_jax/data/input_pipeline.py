@@ -63,6 +63,46 @@ def register_mixture(name: str | None, components: Any, binding: str) -> None:
   seqio.MixtureRegistry.add(name, components)
 
 
+def present_only(name: str, only_available: bool, binding: str) -> str:
+  """`name` when every task it mixes has its data; else (with `only_available`) a registered copy without the
+  absent tasks, at their effective rates, renormalised. Without the flag a missing part fails here, naming it.
+
+  Presence is the data dir's file-system check (`flan-jax data doctor`); non-Flan tasks count as present.
+  """
+  from flan_jax.data import doctor, mixing
+  statuses = doctor.diagnose(name)
+  missing = [s for s in statuses if not s.present]
+  if not missing:
+    return name
+  if not only_available:
+    how = sorted({s.how_to_get for s in missing})
+    raise InputConfigError(
+        f"{binding}={name!r}: {len(missing)} of its {len(statuses)} task(s) lack their data: "
+        f"{', '.join(s.task for s in missing[:12])}{' ...' if len(missing) > 12 else ''}\n"
+        + "\n".join(f"- {h}" for h in how[:6])
+        + "\n(or set train.only_available_data = True to train on the tasks that are present)")
+  absent = {s.task for s in missing}
+  kept = [(task, rate) for task, rate in mixing.rates(name).items() if task not in absent]
+  if not kept:
+    raise InputConfigError(f"{binding}={name!r}: none of its {len(statuses)} task(s) has its data in the data dir")
+  for s in missing[:12]:
+    print(f"warning: {binding}={name!r}: leaving out {s.task}: {s.how_to_get}", file=sys.stderr)
+  if len(missing) > 12:
+    print(f"warning: {binding}={name!r}: leaving out {len(missing) - 12} more task(s) without data",
+          file=sys.stderr)
+  available = f"{name}_available"
+  if available in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(available)
+  seqio.MixtureRegistry.add(available, kept)
+  total = sum(rate for _, rate in kept)
+  shares = sorted(((rate / total, task) for task, rate in kept), reverse=True)
+  print(f"{binding}={name!r}: training on {len(kept)} of {len(statuses)} tasks as {available!r} "
+        f"({len(missing)} left out without data); renormalised shares: "
+        + ", ".join(f"{task} {share:.3f}" for share, task in shares[:10])
+        + (f", ... ({len(shares) - 10} more)" if len(shares) > 10 else ""), file=sys.stderr, flush=True)
+  return available
+
+
 def _tasks_with_rates(name: str, rate: float) -> list[tuple[seqio.Task, float]]:
   item = seqio.get_mixture_or_task(name)
   if isinstance(item, seqio.Task):
