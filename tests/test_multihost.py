@@ -43,3 +43,37 @@ def test_two_processes_match_one_device():
   assert result["processes"] == 2 and result["mesh"] == {"data": 2, "model": 2}
   single = _run(pl.PartitionerConfig(), jax.devices()[:1], random_batches(10))
   np.testing.assert_allclose(result["losses"], single, rtol=0, atol=1e-5)
+
+
+def test_train_main_on_two_processes_checkpoints_every_hosts_input_state(tmp_path):
+  """`flan-jax train` itself on 2 processes over gloo: each reads its shard of the mixture, the run completes,
+  process 0 writes the metrics, and each checkpoint holds both processes' iterator states."""
+  port = _free_port()
+  model_dir = tmp_path / "two_hosts"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=str(REPO))
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "flan_jax.train", "--gin_file=tests/fixtures/tiny_t5_test.gin",
+       f"--gin.MODEL_DIR='{model_dir}'", "--gin.TRAIN_STEPS=6", "--gin.CHECKPOINT_PERIOD=3",
+       f"--coordinator_address=127.0.0.1:{port}", "--process_count=2", f"--process_index={i}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=400))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert "mesh {'data': 4, 'model': 1} over 4 devices (2 processes)" in outs[0][0]
+  records = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+  assert all(np.isfinite(r["loss"]) and r["nonpadding_tokens"] > 0 for r in records)
+  assert sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()) == [3, 6]
+  dataset_files = list((model_dir / "6" / "dataset").glob("*"))
+  assert dataset_files
+  state = json.loads(next(f for f in dataset_files if f.is_file()).read_text())
+  assert set(state) == {"process_0", "process_1"}
+  for i in range(2):
+    assert state[f"process_{i}"]["batches_consumed"] == 6 and state[f"process_{i}"]["process_count"] == 2
