@@ -99,3 +99,19 @@ def test_bad_normalizing_factor_is_rejected():
   for bad in ("PER_TOKEN", -1.0, True):
     with pytest.raises(ValueError, match="loss_normalizing_factor"):
       losses.parse_loss_normalizing_factor(bad)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_sparse_targets_equal_one_hot_targets(data, smoothing):
+  """The one-hot-free loss gives the soft-target loss's values and T5X gradient, with and without smoothing."""
+  logits, targets, _ = data
+  x, t = jnp.asarray(logits), jnp.asarray(targets)
+  soft = jax.nn.one_hot(t, 7) * (1 - smoothing - smoothing / 6) + smoothing / 6
+  dense = lambda x: losses.cross_entropy_with_logits(x, soft, 1e-2)
+  sparse = lambda x: losses.sparse_cross_entropy_with_logits(x, t, 1e-2, smoothing)
+  for a, b in zip(dense(x), sparse(x)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-6)
+  g_dense = jax.grad(lambda x: jnp.sum(dense(x)[0] * jnp.arange(1.0, 6.0)))(x)
+  g_sparse = jax.jit(jax.grad(lambda x: jnp.sum(sparse(x)[0] * jnp.arange(1.0, 6.0))))(x)
+  np.testing.assert_allclose(np.asarray(g_sparse), np.asarray(g_dense), atol=1e-6)
+  assert not np.any(np.asarray(jax.grad(lambda x: jnp.sum(sparse(x)[1]))(x)))

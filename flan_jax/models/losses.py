@@ -7,6 +7,7 @@ function; it keeps log(Z) near 0. The gradient with respect to the logits is T5X
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Mapping
 
 import jax
@@ -47,6 +48,48 @@ def _cross_entropy_bwd(res, g):
 cross_entropy_with_logits.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
+def _smoothing(label_smoothing: float, vocab_size: int) -> tuple[float, float]:
+  """(weight on the target id, weight on every other id) of the smoothed target distribution."""
+  confidence = 1.0 - label_smoothing
+  return confidence, (1.0 - confidence) / (vocab_size - 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def sparse_cross_entropy_with_logits(logits: Array, targets: Array, z_loss: float | Array,
+                                     label_smoothing: float = 0.0) -> tuple[Array, Array]:
+  """`cross_entropy_with_logits` for integer `targets` (label-smoothed by `label_smoothing`), same values and
+  T5X gradient, without a `[..., vocab]` one-hot: the target logit is gathered and the smoothed part uses
+  `sum(log_softmax) = sum(logits) - vocab * log Z`. The backward pass builds its `[..., vocab]` gradient in one
+  elementwise pass over the logits (the only vocab-sized tensor it writes)."""
+  return _sparse_fwd(logits, targets, z_loss, label_smoothing)[0]
+
+
+def _sparse_fwd(logits, targets, z_loss, label_smoothing):
+  on, off = _smoothing(label_smoothing, logits.shape[-1])
+  log_z = jax.nn.logsumexp(jax.lax.stop_gradient(logits), axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  loss = (on - off) * (log_z - target_logit)
+  if off:
+    loss = loss + off * (logits.shape[-1] * log_z - jnp.sum(logits, axis=-1))
+  total_z_loss = z_loss * jnp.square(log_z)
+  return (loss + total_z_loss, total_z_loss), (logits, targets, z_loss, log_z)
+
+
+def _sparse_bwd(label_smoothing, res, g):
+  logits, targets, z_loss, log_z = res
+  on, off = _smoothing(label_smoothing, logits.shape[-1])
+  g = g[0]  # only the total loss carries gradient; the z-loss output is for reporting
+  is_target = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == targets[..., None]
+  soft = jnp.where(is_target, jnp.asarray(on, logits.dtype), jnp.asarray(off, logits.dtype))
+  scale = (1.0 + 2.0 * z_loss * log_z)[..., None]
+  deriv = scale * jnp.exp(logits - log_z[..., None]) - soft
+  return g[..., None] * deriv, None, jnp.zeros_like(z_loss)
+
+
+sparse_cross_entropy_with_logits.defvjp(lambda logits, targets, z_loss, ls: _sparse_fwd(logits, targets, z_loss, ls),
+                                        _sparse_bwd)
+
+
 def compute_weighted_cross_entropy(logits: Array, targets: Array, weights: Array | None = None,
                                    label_smoothing: float = 0.0, z_loss: float = 0.0,
                                    loss_normalizing_factor: float | Array | None = None
@@ -60,13 +103,10 @@ def compute_weighted_cross_entropy(logits: Array, targets: Array, weights: Array
   if logits.ndim != targets.ndim + 1:
     raise ValueError(f"logits {logits.shape} must have one more axis than targets {targets.shape}")
   vocab_size = logits.shape[-1]
-  confidence = 1.0 - label_smoothing
-  low_confidence = (1.0 - confidence) / (vocab_size - 1)
+  confidence, low_confidence = _smoothing(label_smoothing, vocab_size)
   normalizing_constant = -(confidence * np.log(confidence) +
                            (vocab_size - 1) * low_confidence * np.log(low_confidence + 1e-20))
-  soft_targets = jax.nn.one_hot(targets, vocab_size, dtype=logits.dtype) * (confidence - low_confidence) + \
-      low_confidence
-  total_loss, total_z_loss = cross_entropy_with_logits(logits, soft_targets, z_loss)
+  total_loss, total_z_loss = sparse_cross_entropy_with_logits(logits, targets, z_loss, float(label_smoothing))
   total_loss = total_loss - normalizing_constant
   weight_sum = jnp.asarray(np.prod(targets.shape), jnp.float32)
   if weights is not None:

@@ -91,8 +91,7 @@ class BaseModel:
     weights = batch.get("decoder_loss_weights")
     if weights is None:
       weights = targets > 0
-    token_ll = -losses.cross_entropy_with_logits(logits, jax.nn.one_hot(targets, logits.shape[-1],
-                                                                        dtype=logits.dtype), 0.0)[0]
+    token_ll = -losses.sparse_cross_entropy_with_logits(logits, targets, 0.0)[0]
     return jnp.sum(token_ll * jnp.asarray(weights, token_ll.dtype), axis=-1)
 
 
