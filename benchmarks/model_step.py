@@ -4,8 +4,10 @@
   python benchmarks/model_step.py --gin_file=models/flan_t5_tiny.gin --batch 4 --repeats 5
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/model_step.py   # compare XLA variants
 
-FLOPs are XLA's own count for the compiled computation (`cost_analysis`), so the figure is what the compiled
-program does, not an analytic estimate; the analytic 2*N*tokens (forward) is printed alongside.
+FLOPs and bytes accessed are XLA's own counts for the compiled computation (`cost_analysis`), so the figures are
+what the compiled program does, not analytic estimates; the analytic 2*N*tokens (forward) is printed alongside.
+On a shared machine wall time drifts with the load: the process CPU seconds per call are printed too, and the
+byte count (independent of the load) shows how much memory traffic a model change saves.
 """
 from __future__ import annotations
 
@@ -46,21 +48,23 @@ def _batch(batch: int, inputs: int, targets: int, vocab: int) -> dict:
   }
 
 
-def _time(fn, args, repeats: int) -> tuple[float, float, float]:
-  """(compile seconds, median seconds per call, XLA flops per call)."""
+def _time(fn, args, repeats: int) -> tuple[float, float, float, float, float]:
+  """(compile seconds, median seconds per call, median CPU seconds per call, XLA flops, XLA bytes accessed)."""
   t0 = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  nbytes = float(cost.get("bytes accessed", float("nan"))) if cost else float("nan")
   jax.block_until_ready(compiled(*args))
-  times = []
+  times, cpu = [], []
   for _ in range(repeats):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - t)
-  return compile_s, float(np.median(times)), flops
+    cpu.append(time.process_time() - c)
+  return compile_s, float(np.median(times)), float(np.median(cpu)), flops, nbytes
 
 
 def main(argv=None) -> int:
@@ -96,9 +100,10 @@ def main(argv=None) -> int:
   fwd_bwd = jax.value_and_grad(fwd)
   tokens = args.batch * (args.inputs + args.targets)
   for name, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
-    compile_s, sec, flops = _time(fn, (params, batch), args.repeats)
+    compile_s, sec, cpu_s, flops, nbytes = _time(fn, (params, batch), args.repeats)
     print(f"{name:17s} {sec * 1e3:9.1f} ms  {flops / 1e9:9.1f} GFLOP  {flops / sec / 1e9:7.1f} GFLOP/s  "
-          f"({tokens / sec:8.0f} tokens/s, compile {compile_s:.1f}s)")
+          f"({tokens / sec:8.0f} tokens/s, compile {compile_s:.1f}s)  CPU {cpu_s:.2f} s/call  "
+          f"{nbytes / 1e9:.2f} GB accessed")
   print(f"analytic forward ~2*N*tokens = {2 * n_params * tokens / 1e9:.1f} GFLOP (ignores attention, counts the "
         "embedding)")
   return 0

@@ -101,10 +101,35 @@ class DenseGeneral(nn.Module):
     in_shape = tuple(x.shape[a] for a in axis)
     kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
                         (int(np.prod(in_shape)), int(np.prod(features))), jnp.float32)
-    kernel = jnp.reshape(jnp.asarray(kernel, self.dtype), in_shape + features)
+    kernel = jnp.asarray(kernel, self.dtype)
     x = jnp.asarray(x, self.dtype)
-    contract = (axis, tuple(range(len(axis))))
-    return jax.lax.dot_general(x, kernel, (contract, ((), ())))
+    if axis != tuple(range(x.ndim - len(axis), x.ndim)):
+      contract = (axis, tuple(range(len(axis))))
+      return jax.lax.dot_general(x, jnp.reshape(kernel, in_shape + features), (contract, ((), ())))
+    batch_shape = x.shape[:x.ndim - len(axis)]
+    y = _matmul(jnp.reshape(x, (-1, kernel.shape[0])), kernel)
+    return jnp.reshape(y, batch_shape + features)
+
+
+@jax.custom_vjp
+def _matmul(x: Array, kernel: Array) -> Array:
+  """`x @ kernel` for 2-D operands, whose kernel gradient is computed as `x.T @ g` on a materialised `x.T`:
+  left to itself XLA:CPU folds the transpose into the dot and instead writes a transposed copy of `g` (for the
+  LM head a `[vocab, tokens]` array) and runs the dot outside its fast library path."""
+  return jnp.dot(x, kernel)
+
+
+def _matmul_fwd(x, kernel):
+  return jnp.dot(x, kernel), (x, kernel)
+
+
+def _matmul_bwd(res, g):
+  x, kernel = res
+  x_t = jax.lax.optimization_barrier(jnp.transpose(x))
+  return jnp.dot(g, kernel.T).astype(x.dtype), jnp.dot(x_t, g).astype(kernel.dtype)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class MlpBlock(nn.Module):
@@ -309,28 +334,95 @@ def dot_product_attention(query: Array, key: Array, value: Array, mask: Array | 
   """query [b, q, h, d], key/value [b, k, kvh, d]; mask bool broadcastable to [b, 1, q, k]; bias [1|b, h, q, k].
 
   Grouped heads are handled by a [kvh, group] split so keys are never repeated in memory. The mask is applied by a
-  select on the logits (no additive fp32 mask tensor), the bias added in the logits' dtype.
+  select on the logits (no additive fp32 mask tensor), the bias added in the logits' dtype. The gradient is
+  written out by hand (`_attention`): autodiff of the same forward keeps several `[b, h, q, k]` temporaries and
+  XLA:CPU recomputes the softmax gradient once per consumer (query, key and bias gradients); here the
+  probabilities are the only saved `[b, h, q, k]` tensor and the logits' gradient is built once.
   """
   b, q, h, d = query.shape
   kvh = key.shape[-2]
   groups = h // kvh
   if float32_logits:
     query, key = query.astype(jnp.float32), key.astype(jnp.float32)
-  query = query.reshape(b, q, kvh, groups, d)
-  logits = jnp.einsum("bqhgd,bkhd->bhgqk", query, key)
-  if bias is not None:
-    logits = logits + bias.reshape(bias.shape[0], kvh, groups, *bias.shape[-2:]).astype(logits.dtype)
-  if mask is not None:
-    logits = jnp.where(mask[:, :, None], logits, jnp.asarray(NEG_INF, logits.dtype))
-  weights = jax.nn.softmax(logits).astype(dtype)
+  if groups > 1:  # a [kvh, group] split of the heads; plain multi-head attention keeps 4-D operands (a size-1
+    # group axis makes XLA:CPU copy [b, h, q, k] tensors to insert and drop it)
+    query = query.reshape(b, q, kvh, groups, d)
+    if bias is not None:
+      bias = bias.reshape(bias.shape[0], kvh, groups, *bias.shape[-2:])
+    if mask is not None:
+      mask = mask[:, :, None]
+  keep_scale = None
   if dropout_rng is not None:
     keep_prob = 1.0 - dropout_rate
-    shape = list(weights.shape)
+    shape = [b, kvh, groups, q, key.shape[1]] if groups > 1 else [b, h, q, key.shape[1]]
     shape[-2] = 1  # one dropout pattern per key, shared by all queries (T5X)
     keep = jax.random.bernoulli(dropout_rng, keep_prob, shape)
-    weights = weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype))
-  out = jnp.einsum("bhgqk,bkhd->bqhgd", weights, value.astype(dtype))
+    keep_scale = keep.astype(dtype) / jnp.asarray(keep_prob, dtype)
+  out = _attention(query, key, value.astype(dtype), bias, mask, keep_scale, jnp.dtype(dtype))
   return logical(out.reshape(b, q, h, d), ("batch", "length", "heads", "kv"))
+
+
+def _specs(query) -> dict[str, str]:
+  """einsum index strings: query/output (`q`), key/value (`k`) and logits (`l`), grouped or not."""
+  if query.ndim == 5:
+    return {"q": "bqhgd", "k": "bkhd", "l": "bhgqk"}
+  return {"q": "bqhd", "k": "bkhd", "l": "bhqk"}
+
+
+def _attention_probs(query, key, bias, mask, dtype):
+  s = _specs(query)
+  logits = jnp.einsum(f"{s['q']},{s['k']}->{s['l']}", query, key)
+  if bias is not None:
+    logits = logits + bias.astype(logits.dtype)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.asarray(NEG_INF, logits.dtype))
+  return jax.nn.softmax(logits).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _attention(query, key, value, bias, mask, keep_scale, dtype):
+  """softmax(q.k + bias, masked) (times the dropout keep scale) . v; query [b, q, h, d] or, grouped,
+  [b, q, kvh, groups, d]."""
+  return _attention_fwd(query, key, value, bias, mask, keep_scale, dtype)[0]
+
+
+def _attention_fwd(query, key, value, bias, mask, keep_scale, dtype):
+  probs = _attention_probs(query, key, bias, mask, dtype)
+  weights = probs if keep_scale is None else probs * keep_scale
+  s = _specs(query)
+  out = jnp.einsum(f"{s['l']},{s['k']}->{s['q']}", weights, value)
+  return out, (query, key, value, bias, mask, keep_scale, probs)
+
+
+def _attention_bwd(dtype, res, d_out):
+  query, key, value, bias, mask, keep_scale, probs = res
+  weights = probs if keep_scale is None else probs * keep_scale
+  # the key/value gradients are computed transposed, [b, h, d, k], so the [b, h, q, k] operand is read in its
+  # stored layout and only the small operand and result are transposed: otherwise XLA:CPU either writes a
+  # transposed copy of the [b, h, q, k] tensor or runs the dot outside its fast library path
+  s = _specs(query)
+  to_kv = lambda x: jnp.transpose(x, (0, 3, 1, 2))  # [b, h, d, k] -> [b, k, h, d]
+  d_value = to_kv(jnp.einsum(f"{s['q']},{s['l']}->bhdk", d_out.astype(dtype), weights)).astype(value.dtype)
+  d_weights = jnp.einsum(f"{s['q']},{s['k']}->{s['l']}", d_out.astype(dtype), value)
+  if keep_scale is not None:
+    d_weights = d_weights * keep_scale
+  # softmax backward in the logits' dtype: dL/dlogits = p * (dL/dp - sum_k p * dL/dp)
+  logits_dtype = jnp.result_type(query.dtype, key.dtype)
+  p = probs.astype(logits_dtype)
+  d_weights = d_weights.astype(logits_dtype)
+  d_logits = p * (d_weights - jnp.sum(p * d_weights, axis=-1, keepdims=True))
+  if mask is not None:
+    d_logits = jnp.where(mask, d_logits, jnp.zeros((), logits_dtype))
+  d_query = jnp.einsum(f"{s['l']},{s['k']}->{s['q']}", d_logits, key).astype(query.dtype)
+  d_key = to_kv(jnp.einsum(f"{s['q']},{s['l']}->bhdk", query, d_logits)).astype(key.dtype)
+  d_bias = None
+  if bias is not None:
+    summed = tuple(i for i, n in enumerate(bias.shape) if n == 1 and d_logits.shape[i] != 1)
+    d_bias = jnp.sum(d_logits, axis=summed, keepdims=True).astype(bias.dtype)
+  return d_query, d_key, d_value, d_bias, None, None
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 REMAT_POLICIES = {
