@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import pathlib
 from typing import Sequence
@@ -40,6 +41,11 @@ def _guard_package_resource_lookup() -> None:
   for i, (reader, exists) in enumerate(readers):
     if exists is resource_reader.system_path_file_exists:
       readers[i] = (reader, _safe_exists(exists))
+  # gin logs "ERROR ... Path not found" for every include it first probes as a package resource before finding
+  # it on the search paths; that probe is not an error of the user's.
+  logging.getLogger().addFilter(
+      lambda record: not (record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
+                          and record.getMessage().startswith("Path not found")))
 
 
 @functools.cache
