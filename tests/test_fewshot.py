@@ -155,3 +155,32 @@ def test_memoized_token_counts_equal_sentencepiece_on_real_rows(flan_data_dir):
     got += counter(texts[i:i + 7])
   assert got == [len(ids) for ids in sp.encode(texts)]
   assert counter(["a\x0bb"]) == [len(sp.encode("a\x0bb"))] != [len(sp.encode("a b"))]
+
+
+def _counting_rows(dataset, reads):
+  def rows():
+    reads.append(1)
+    return dataset.rows()
+  return rows
+
+
+def test_exemplar_rows_are_parsed_once_per_stream_and_examples_unchanged(cot_tasks, monkeypatch):
+  import dataclasses
+  import itertools
+  import seqio
+  src = registry.flan_source(seqio.TaskRegistry.get("cot_creak_template_0to10_x_shot"))
+  n = 3 * src.dataset.num_rows() // 25 + 40  # ~3 exemplar epochs: 25 rows read a query
+
+  def first(max_rows):
+    reads: list = []
+    ds = dataclasses.replace(src.dataset, rows=_counting_rows(src.dataset, reads))
+    cache = registry._ExemplarRowCache(max_rows)
+    monkeypatch.setattr(registry, "_exemplar_rows", cache)
+    out = [ex["inputs"] for ex in itertools.islice(registry.render(ds, src.variant, src.task), n)]
+    return out, len(reads), cache.reserved
+
+  cached, cached_reads, held = first(registry.EXEMPLAR_CACHE_ROWS)
+  plain, plain_reads, _ = first(0)  # no budget: every epoch re-reads the file, as before the cache
+  assert cached == plain and len(plain) == n
+  assert plain_reads >= 4 and cached_reads == 2  # the queries' pass + the exemplars' first epoch
+  assert held == 0  # the stream released its rows when rendering ended

@@ -19,6 +19,7 @@ import contextvars
 import dataclasses
 import itertools
 import random
+import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -245,6 +246,61 @@ class _LazyExemplar:
     return self._make()
 
 
+EXEMPLAR_CACHE_ROWS = 200_000
+
+
+class _ExemplarRowCache:
+  """Keeps the parsed rows of an exemplar stream after its first epoch, so later epochs (x_shot reads 25
+  rows a query: ~25 epochs a pass) do not parse the file again. Streams reserve their rows from one
+  budget of `max_rows` in all (released when the stream closes); a stream the budget cannot hold
+  re-reads its file each epoch as before. The rows, hence the examples, are the same either way."""
+
+  def __init__(self, max_rows: int):
+    self.max_rows = max_rows
+    self.reserved = 0
+    self._lock = threading.Lock()
+
+  def _reserve(self, n: int) -> bool:
+    with self._lock:
+      if self.reserved + n > self.max_rows:
+        return False
+      self.reserved += n
+      return True
+
+  def _release(self, n: int) -> None:
+    with self._lock:
+      self.reserved -= n
+
+  @contextlib.contextmanager
+  def reader(self, dataset: FlanDataset):
+    """A callable giving each epoch's rows: the file's on the first epoch, the kept list afterwards."""
+    kept: list | None = None
+    held = 0
+
+    def first_epoch():
+      nonlocal kept, held
+      collected: list = []
+      for row in dataset.rows():
+        if collected is not None:
+          collected.append(row)
+          if len(collected) > self.max_rows:
+            collected = None  # too big to keep at all; stop collecting early
+        yield row
+      if collected is not None and self._reserve(len(collected)):
+        kept, held = collected, len(collected)
+
+    def rows() -> Rows:
+      return iter(kept) if kept is not None else first_epoch()
+
+    try:
+      yield rows
+    finally:
+      self._release(held)
+
+
+_exemplar_rows = _ExemplarRowCache(EXEMPLAR_CACHE_ROWS)
+
+
 def _exemplar_batches(dataset: FlanDataset, variant: Variant, seed: int, constants: dict,
                       templates: tpl.Templates) -> Iterator[list[_LazyExemplar]]:
   """Batches of `num_shots` exemplars from the train rows, repeated and reshuffled every epoch
@@ -253,16 +309,17 @@ def _exemplar_batches(dataset: FlanDataset, variant: Variant, seed: int, constan
   pats = variant.patterns
 
   def epoch_stream():
-    for epoch in itertools.count():
-      rng = random.Random(f"exemplars:{seed}:{dataset.name}:{epoch}")
-      shuffled = fewshot.shuffle_buffer(dataset.rows(), fewshot.SHUFFLE_BUFFER_SIZE, rng)
-      any_row = False
-      for pos, idx, row_id, features in _grouped(shuffled, len(pats)):
-        any_row = True
-        yield _LazyExemplar(idx, _exemplar_maker(dataset, variant, features, idx, row_id, constants,
-                                                 f"ex:{seed}:{epoch}:{pos}", templates))
-      if not any_row:
-        return
+    with _exemplar_rows.reader(dataset) as rows:
+      for epoch in itertools.count():
+        rng = random.Random(f"exemplars:{seed}:{dataset.name}:{epoch}")
+        shuffled = fewshot.shuffle_buffer(rows(), fewshot.SHUFFLE_BUFFER_SIZE, rng)
+        any_row = False
+        for pos, idx, row_id, features in _grouped(shuffled, len(pats)):
+          any_row = True
+          yield _LazyExemplar(idx, _exemplar_maker(dataset, variant, features, idx, row_id, constants,
+                                                   f"ex:{seed}:{epoch}:{pos}", templates))
+        if not any_row:
+          return
 
   return fewshot.batches(epoch_stream(), cfg.num_shots)
 
