@@ -5,6 +5,8 @@ from flan_jax.data import data_dir
 
 @pytest.fixture(autouse=True)
 def _reset():
+  # The data dir is process-wide: start from no explicit value whatever earlier tests set, and leave none behind.
+  data_dir.set_data_dir(None)
   yield
   data_dir.set_data_dir(None)
 
