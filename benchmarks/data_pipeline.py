@@ -6,11 +6,13 @@ the mixture holds. Prints examples/s, tokens/s, peak RSS (and RSS as the run goe
 seqio's greedy count, and where the time goes: render (the task's source alone), tokenize (SentencePiece on the
 rendered strings), pack. Tasks whose files are absent (esnli, qed) are listed and skipped.
 
-Two engines: `seqio` reads each task's seqio pipeline (tf.data: the source's from_generator, then seqio's tokenize
-map), as training does today; `python` renders with the same Python renderer (`registry.render`), encodes with
+Engines: `train` is the training path (`seqio.get_dataset` of the mixture's present tasks, shuffled, with our
+`EncDecFeatureConverter(pack="ffd")`, batched; figures per example are per packed segment). `seqio` reads each task's
+seqio pipeline in source order (tf.data: the source's from_generator, then seqio's EOS map), 256 examples per crossing
+into numpy; `python` renders with the same Python renderer (`registry.render`), encodes with
 SentencePiece in batches and runs tasks in `--workers` processes, which is what the tf.data path costs on top.
 
-  python benchmarks/data_pipeline.py [--mixture cot_submix] [--engine seqio|python] [--lengths 2048/512] [-n MAX]
+  python benchmarks/data_pipeline.py [--mixture cot_submix] [--engine train|seqio|python] [--lengths 2048/512] [-n MAX]
 """
 from __future__ import annotations
 
@@ -136,9 +138,63 @@ class Meter:
       yield {"inputs": ex["inputs"], "targets": ex["targets"]}
 
 
+READ_BATCH = 256  # examples per tf.data -> numpy crossing: the benchmark's own per-example cost stays small
+
+
 def seqio_examples(tasks):
+  """Each task's seqio examples, read `READ_BATCH` at a time (one ragged batch, two numpy arrays)."""
   for task in tasks:
-    yield from task.get_dataset(sequence_length=None, split="train", shuffle=False, num_epochs=1).as_numpy_iterator()
+    ds = task.get_dataset(sequence_length=None, split="train", shuffle=False, num_epochs=1)
+    ds = ds.map(lambda ex: {"inputs": ex["inputs"], "targets": ex["targets"]}).ragged_batch(READ_BATCH)
+    for batch in ds:
+      cols = {k: (np.asarray(batch[k].flat_values), np.asarray(batch[k].row_splits)) for k in ("inputs", "targets")}
+      for i in range(len(cols["inputs"][1]) - 1):
+        yield {k: v[s[i]:s[i + 1]] for k, (v, s) in cols.items()}
+
+
+def train_batches(mixture: str, lengths, seed: int, block_size: int, batch_size: int, autotune: bool = True,
+                  default_optimizations: bool = True):
+  """The training path: the mixture's tasks (those present) through seqio.get_dataset, shuffled, with our
+  encoder-decoder feature converter packing by FFD, batched as the trainer batches; numpy batches."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import feature_converters, mixing  # pylint: disable=import-outside-toplevel
+  name = mixing.register_available(mixture) if mixture in seqio.MixtureRegistry.names() else mixture
+  ds = seqio.get_dataset(mixture_or_task_name=name, task_feature_lengths=dict(lengths), dataset_split="train",
+                         shuffle=True, num_epochs=1, seed=seed,
+                         feature_converter=feature_converters.EncDecFeatureConverter(pack="ffd",
+                                                                                    block_size=block_size))
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  options = tf.data.Options()
+  options.deterministic = True  # as the trainer's input pipeline
+  # On 2 cores tf.data's autotuner and graph rewrites cost more CPU than they save (measured: --autotune off).
+  options.autotune.enabled = autotune
+  options.experimental_optimization.apply_default_optimizations = default_optimizations
+  return ds.with_options(options).batch(batch_size).as_numpy_iterator()
+
+
+def run_train(args, lengths) -> None:
+  """Examples (segments), tokens (non-padding) and rows of the packed training batches, with rates per CPU-s."""
+  examples = tokens = rows = 0
+  trace: list[tuple[int, float, float]] = []
+  start, cpu_start = time.perf_counter(), time.process_time()
+  for batch in train_batches(args.mixture, lengths, args.seed, args.block_size, args.batch_size,
+                             args.autotune == "on", args.default_optimizations == "on"):
+    seg = batch["encoder_segment_ids"]
+    examples += int(seg.max(axis=1).sum())
+    tokens += int((seg > 0).sum() + (batch["decoder_segment_ids"] > 0).sum())
+    rows += len(seg)
+    if len(trace) < examples // 20000:
+      trace.append((examples, rss_mb(), rss_mb("RssAnon")))
+    if args.n is not None and examples >= args.n:
+      break
+  wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+  print(f"engine train ({args.mixture} available, shuffled, EncDecFeatureConverter pack=ffd at {args.lengths}, "
+        f"batch {args.batch_size}, autotune {args.autotune}, default optimizations {args.default_optimizations}): {examples:,} examples in {rows:,} rows, {tokens:,} tokens")
+  print(f"wall {wall:.1f} s: {examples / wall:,.0f} examples/s, {tokens / wall:,.0f} tokens/s; CPU {cpu:.1f} s: "
+        f"{examples / cpu:,.0f} examples per CPU-second, {tokens / cpu:,.0f} tokens per CPU-second "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+  print(f"peak RSS {peak_rss_mb():,.0f} MB, RSS/RssAnon now {rss_mb():,.0f}/{rss_mb('RssAnon'):,.0f} MB; "
+        f"by examples read (RSS/RssAnon): " + ", ".join(f"{n:,}: {r:,.0f}/{a:,.0f}" for n, r, a in trace))
 
 
 def breakdown(tasks, sample: int) -> dict[str, float]:
@@ -180,7 +236,13 @@ def main(argv=None) -> int:
   parser.add_argument("--data_dir")
   parser.add_argument("--lengths", default="2048/512")
   parser.add_argument("--block_size", type=int, default=packing.DEFAULT_BLOCK_SIZE)
-  parser.add_argument("--engine", choices=("seqio", "python"), default="seqio")
+  parser.add_argument("--engine", choices=("seqio", "python", "train"), default="seqio",
+                      help="train: the training path (mixture -> shuffle -> feature converter, packed batches)")
+  parser.add_argument("--batch_size", type=int, default=64, help="rows per batch for --engine train")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--autotune", choices=("on", "off"), default="on", help="tf.data autotune (--engine train)")
+  parser.add_argument("--default_optimizations", choices=("on", "off"), default="on",
+                      help="tf.data's default graph rewrites (--engine train)")
   parser.add_argument("--workers", type=int, default=2, help="processes for --engine python")
   parser.add_argument("-n", type=int, default=None,
                       help="stop after this many examples (python engine: CPU then counts tasks rendered past it)")
@@ -191,6 +253,11 @@ def main(argv=None) -> int:
     data_dir_lib.set_data_dir(args.data_dir)
   lengths = stats_lib.parse_lengths(args.lengths)
   importlib.import_module(args.module)
+  rss_imports, anon_imports = rss_mb(), rss_mb("RssAnon")
+  if args.engine == "train":
+    print(f"after imports: RSS {rss_imports:,.0f} MB, of which private (RssAnon) {anon_imports:,.0f} MB")
+    run_train(args, lengths)
+    return 0
   tasks = leaf_tasks(args.mixture)
   present = [t for t in tasks if available(t)]
   missing = sorted(t.name for t in tasks if t not in present)
