@@ -42,13 +42,6 @@ PAPER_COLLECTION = "flan2022_muffin_t0sf_niv2_cot"
 PAPER_PARTS = ("flan2021_submix", "t0_submix", "niv2_submix", "cot_submix")
 
 
-def _add(name: str, tasks) -> str:
-  if name in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, tasks)
-  return name
-
-
 def register_family(family: str, submixes: Mapping[str, Sequence[str]], rates: Mapping[str, float]) -> list[str]:
   """`<family>_<setting>` for the family's settings (each upstream's generate_mixture_suites)."""
   return [mixing.register_suite(f"{family}_{setting}", submixes, rates, zs, opt)
@@ -64,12 +57,12 @@ def register(muffin_bases: Sequence[str], t0_bases: Sequence[str], dialog_bases:
   names += register_family("dialog", {"Dialog": dialog_bases, "Dialog-II": dialog_ii_bases},
                            {"Dialog": 1, "Dialog-II": mixing.INPUT_INVERSION_RATE})
   for name, parts in SUBMIXES.items():
-    names.append(_add(name, [(p, 1) for p in parts]))
+    names.append(mixing.add_mixture(name, [(p, 1) for p in parts]))
   missing = [m for m in FLAN2022_RATES if m not in seqio.MixtureRegistry.names()]
   if missing:
     raise KeyError(f"{FLAN2022}: sub-mixtures {missing} are not registered")
-  names.append(_add(FLAN2022, list(FLAN2022_RATES.items())))
-  names.append(_add(PAPER_COLLECTION, [(m, FLAN2022_RATES[m]) for m in PAPER_PARTS]))
+  names.append(mixing.add_mixture(FLAN2022, list(FLAN2022_RATES.items())))
+  names.append(mixing.add_mixture(PAPER_COLLECTION, [(m, FLAN2022_RATES[m]) for m in PAPER_PARTS]))
   return names
 
 

@@ -55,7 +55,8 @@ class BudgetedMixture(seqio.Mixture):
       return super().get_dataset(*args, **kwargs)
 
 
-def _add_mixture(name: str, tasks, **kwargs) -> str:
+def add_mixture(name: str, tasks, **kwargs) -> str:
+  """(Re-)registers a mixture as a BudgetedMixture, so its tasks' shuffle buffers share one memory budget."""
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
   seqio.MixtureRegistry.add(name, tasks, mixture_cls=BudgetedMixture, **kwargs)
@@ -67,7 +68,7 @@ def register_capped(name: str, task_names: Sequence[str], cap: int) -> str:
   missing = [t for t in task_names if t not in seqio.TaskRegistry.names()]
   if missing:
     raise KeyError(f"mixture {name}: unknown tasks {missing[:5]}{'...' if len(missing) > 5 else ''}")
-  return _add_mixture(name, list(task_names), default_rate=capped_rate(cap))
+  return add_mixture(name, list(task_names), default_rate=capped_rate(cap))
 
 
 def template_tasks(bases: Iterable[str], templates: Sequence[str], first_registered: bool) -> list[str]:
@@ -102,7 +103,7 @@ def register_submix_variants(key: str, bases: Sequence[str], zs_ratio: float, op
             "zs_noopt": zs_ratio * (1 - opt_ratio), "fs_noopt": (1 - zs_ratio) * (1 - opt_ratio)}
   names = {style: register_capped(f"{stem}_{style}", tasks, cap) for style, tasks in styles.items()}
   combo = [(names[s], scores[s]) for s in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt") if scores[s] > 0]
-  return _add_mixture(f"{stem}_zs({zs_ratio})_opts({opt_ratio})", combo)
+  return add_mixture(f"{stem}_zs({zs_ratio})_opts({opt_ratio})", combo)
 
 
 def register_suite(name: str, submixes: Mapping[str, Sequence[str]], rates: Mapping[str, float],
@@ -110,7 +111,7 @@ def register_suite(name: str, submixes: Mapping[str, Sequence[str]], rates: Mapp
   """Upstream's generate_mixture_suites: each submix's style combination, mixed at `rates`."""
   parts = [(register_submix_variants(key, bases, zs_ratio, opt_ratio), rates[key])
            for key, bases in submixes.items()]
-  return _add_mixture(name, parts)
+  return add_mixture(name, parts)
 
 
 def register_settings(family: str, submixes: Mapping[str, Sequence[str]],
@@ -119,7 +120,7 @@ def register_settings(family: str, submixes: Mapping[str, Sequence[str]],
   (zsopt and fsopt at equal weight, as the Flan 2022 collection)."""
   names = [register_suite(f"{family}_{setting}", submixes, rates, zs, opt)
            for setting, zs, opt in SETTINGS]
-  names.append(_add_mixture(f"{family}_submix", [(f"{family}_zsopt", 1), (f"{family}_fsopt", 1)]))
+  names.append(add_mixture(f"{family}_submix", [(f"{family}_zsopt", 1), (f"{family}_fsopt", 1)]))
   return names
 
 
@@ -162,4 +163,4 @@ def register_available(mixture: str, name: str | None = None) -> str:
     kept.append((task, rate))
   if not kept:
     raise data_dir_lib.DataMissingError(f"no task of mixture {mixture} has its data in {data_dir_lib.data_dir()}")
-  return _add_mixture(name, kept)
+  return add_mixture(name, kept)
