@@ -60,7 +60,8 @@ def register_mixture(name: str | None, components: Any, binding: str) -> None:
     if have != want:
       raise InputConfigError(f"{binding}: mixture {name!r} is already registered with other components")
     return
-  seqio.MixtureRegistry.add(name, components)
+  from flan_jax.data import mixing
+  mixing.add_mixture(name, components)  # one shuffle-memory budget for all its tasks
 
 
 def present_only(name: str, only_available: bool, binding: str) -> str:
@@ -90,10 +91,7 @@ def present_only(name: str, only_available: bool, binding: str) -> str:
   if len(missing) > 12:
     print(f"warning: {binding}={name!r}: leaving out {len(missing) - 12} more task(s) without data",
           file=sys.stderr)
-  available = f"{name}_available"
-  if available in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.remove(available)
-  seqio.MixtureRegistry.add(available, kept)
+  available = mixing.add_mixture(f"{name}_available", kept)
   total = sum(rate for _, rate in kept)
   shares = sorted(((rate / total, task) for task, rate in kept), reverse=True)
   print(f"{binding}={name!r}: training on {len(kept)} of {len(statuses)} tasks as {available!r} "
