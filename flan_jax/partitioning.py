@@ -140,6 +140,7 @@ class Partitioner:
       shape, names = (config.num_replicas, data, model), (REPLICA, DATA, MODEL)
     else:
       shape, names = (data, model), (DATA, MODEL)
+    # mesh_utils lays out known TPU/GPU topologies for fast collectives; others (CPU, odd slices) keep device order.
     try:
       grid = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
     except (ValueError, NotImplementedError, AssertionError):
