@@ -121,19 +121,6 @@ def _predict_enc_dec(model, params, batch, config: DecodeConfig, rng):
   return _run_decoder(config, ttl, cache, b, rng)
 
 
-def _mask_cache_beyond(cache: Any, lengths: jax.Array) -> Any:
-  """Zeroes cached keys/values at positions >= each row's length: a prefill also writes its padding there, and
-  a decode step adds its key/value into the slot it writes."""
-
-  def mask(path, x):
-    if getattr(path[-1], "key", None) in ("cached_key", "cached_value"):
-      keep = jnp.arange(x.shape[-1])[None, :] < lengths[:, None]
-      return x * keep[:, None, None, :].astype(x.dtype)
-    return x
-
-  return jax.tree_util.tree_map_with_path(mask, cache)
-
-
 def _predict_dec_only(model, params, batch, config: DecodeConfig, rng):
   """Prefix-LM continuation of `prompt_tokens` [b, P] (right-padded with 0).
 
@@ -151,7 +138,7 @@ def _predict_dec_only(model, params, batch, config: DecodeConfig, rng):
   _, state = module.apply({"params": params}, flat(tokens), flat(jnp.maximum(tokens, 1)),
                           decoder_causal_attention=flat(causal), enable_dropout=False, prefill=True,
                           prefill_lengths=flat(lengths), mutable=["cache"])
-  cache = _mask_cache_beyond(state["cache"], flat(lengths))
+  cache = state["cache"]  # the prefill leaves zeros past each row's prompt (layers.py's cache contract)
   last = jnp.take_along_axis(tokens, lengths[:, None], axis=1)[:, 0]
 
   def ttl(ids, cache):
