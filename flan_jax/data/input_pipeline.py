@@ -198,21 +198,24 @@ class DevicePrefetcher:
     self._thread = threading.Thread(target=self._work, daemon=True)
     self._thread.start()
 
+  def _put(self, item: Any) -> bool:
+    """Queues `item` unless asked to stop first; returns whether it was queued."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def _work(self) -> None:
     try:
       for batch in self._iterator:
-        item = self._place(batch)
-        while not self._stop.is_set():
-          try:
-            self._queue.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if self._stop.is_set():
+        if not self._put(self._place(batch)):
           return
-      self._queue.put(self._DONE)
+      self._put(self._DONE)
     except BaseException as e:  # noqa: BLE001 - re-raised in the consumer thread
-      self._queue.put(e)
+      self._put(e)
 
   def __iter__(self):
     return self
@@ -230,4 +233,7 @@ class DevicePrefetcher:
     return self._iterator.state(self.consumed)
 
   def close(self) -> None:
+    # Join rather than leave the daemon thread inside TF's iterator: a thread killed there at interpreter exit
+    # aborts the process ("FATAL: exception not rethrown").
     self._stop.set()
+    self._thread.join(timeout=120)
