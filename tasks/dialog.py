@@ -48,17 +48,8 @@ class DialogConfig:
   extract: Callable[[Any], list[str] | None]  # raw example -> all turns (None: filtered by FLAN)
 
 
-class FilterCounter:
-  """Rows FLAN's own filters drop (qrecc turns <= 6), per dataset; not errors, so not warned."""
-
-  def __init__(self):
-    self.counts: dict[str, int] = {}
-
-  def add(self, task: str) -> None:
-    self.counts[task] = self.counts.get(task, 0) + 1
-
-
-filtered_rows = FilterCounter()
+# Rows FLAN's own filters drop (qrecc turns <= 6), per dataset.
+filtered_rows = registry.TaskCounter()
 
 
 def wiki_dialog_turns(ex: Any) -> list[str]:

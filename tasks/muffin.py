@@ -180,17 +180,8 @@ def _configs() -> list[MuffinConfig]:
 CONFIGS: dict[str, MuffinConfig] = {c.name: c for c in _configs()}
 
 
-class FilterCounter:
-  """Rows FLAN's own filters drop (e.g. gigaword rows with UNK), per task; not errors, so not warned."""
-
-  def __init__(self):
-    self.counts: dict[str, int] = {}
-
-  def add(self, task: str) -> None:
-    self.counts[task] = self.counts.get(task, 0) + 1
-
-
-filtered_rows = FilterCounter()
+# Rows FLAN's own filters drop (e.g. gigaword rows with UNK).
+filtered_rows = registry.TaskCounter()
 
 
 def rows(config: MuffinConfig):

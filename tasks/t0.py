@@ -198,17 +198,8 @@ def rendered_rows(st: T0Subtask, raw_dir: pathlib.Path) -> Iterator[tuple[int, d
     yield lineno, p3
 
 
-class FilterCounter:
-  """Raw rows a promptsource template renders to nothing (P3 leaves them out), per subtask."""
-
-  def __init__(self):
-    self.counts: dict[str, int] = {}
-
-  def add(self, task: str) -> None:
-    self.counts[task] = self.counts.get(task, 0) + 1
-
-
-filtered_rows = FilterCounter()
+# Raw rows a promptsource template renders to nothing (P3 leaves them out), per subtask.
+filtered_rows = registry.TaskCounter()
 
 
 def _promptsource_rows(st: T0Subtask, raw_dir: pathlib.Path):

@@ -14,6 +14,7 @@ read (for multiple-choice tasks: `options` list + `answer`, with `has_options=Tr
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -168,17 +169,18 @@ def _grouped(rows: Rows, n_templates: int) -> Iterator[tuple[int, int, int, dict
       pos += 1
 
 
-class FewShotDropCounter:
-  """Few-shot queries left without any exemplar, per task (FLAN drops them silently; we count)."""
+class TaskCounter:
+  """Rows or queries a task leaves out by FLAN's own policy, per task: not errors, so counted, not warned."""
 
   def __init__(self):
-    self.counts: dict[str, int] = {}
+    self.counts: collections.Counter[str] = collections.Counter()
 
   def add(self, task: str) -> None:
-    self.counts[task] = self.counts.get(task, 0) + 1
+    self.counts[task] += 1
 
 
-dropped_queries = FewShotDropCounter()
+# Few-shot queries left without any exemplar (FLAN drops them silently; we count).
+dropped_queries = TaskCounter()
 
 
 def render(dataset: FlanDataset, variant: Variant, task: str, seed: int = 0, shard_index: int = 0,
