@@ -16,13 +16,10 @@ import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
-import seqio
-
 from flan_jax.data import registry
 from flan_jax.data import sources
 from flan_jax.data import templates as tpl
 from flan_jax.data import tfds_source
-from flan_jax.data import vocab
 from tasks import muffin_preprocessors as mp
 
 TASK_SOURCE = "Flan2021"
@@ -212,20 +209,9 @@ def dataset(config: MuffinConfig) -> registry.FlanDataset:
 
 
 def register_task(config: MuffinConfig, variants: Sequence[registry.Variant]) -> list[str]:
-  """Like registry.register_variants, plus the task's postprocessor and metrics."""
-  names = []
-  features = vocab.output_features()
-  ds = dataset(config)
-  for v in variants:
-    name = config.name + v.suffix
-    if name in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, source=registry.FlanDataSource(ds, v, name),
-                           preprocessors=list(registry.TOKENIZE), output_features=features,
-                           postprocess_fn=config.postprocess, metric_fns=list(config.metrics),
-                           shuffle_buffer_size=None)
-    names.append(name)
-  return names
+  """The config's task in each variant, with its postprocessor and metrics."""
+  return registry.register_variants(dataset(config), variants, postprocess_fn=config.postprocess,
+                                    metric_fns=config.metrics)
 
 
 def base_names() -> list[str]:

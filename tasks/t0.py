@@ -25,9 +25,7 @@ import dataclasses
 import functools
 import json
 import pathlib
-from typing import Any, Callable, Iterator, Sequence
-
-import seqio
+from typing import Any, Callable, Iterator
 
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import promptsource
@@ -35,7 +33,6 @@ from flan_jax.data import registry
 from flan_jax.data import sources
 from flan_jax.data import templates as tpl
 from flan_jax.data import tfds_source
-from flan_jax.data import vocab
 from tasks import muffin_preprocessors as mp
 
 T0_JSON = "flan/t0_tasks.json"
@@ -223,22 +220,6 @@ def promptsource_dataset(st: T0Subtask, raw_dir: pathlib.Path | str) -> registry
 # --------------------------------------------------------------------------------------------------
 # Registration.
 
-def register_subtask(st: T0Subtask, ds: registry.FlanDataset,
-                     variants: Sequence[registry.Variant]) -> list[str]:
-  names = []
-  features = vocab.output_features()
-  for v in variants:
-    name = st.key + v.suffix
-    if name in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, source=registry.FlanDataSource(ds, v, name),
-                           preprocessors=list(registry.TOKENIZE), output_features=features,
-                           postprocess_fn=st.postprocess, metric_fns=[mp.accuracy],
-                           shuffle_buffer_size=None)
-    names.append(name)
-  return names
-
-
 def base_names() -> list[str]:
   return [st.key for st in subtasks()]
 
@@ -255,5 +236,6 @@ def register(templates: tpl.Templates | None = None, route: str = "p3",
   for st in subtasks():
     ds = p3_dataset(st) if route == "p3" else promptsource_dataset(st, raw_dir)
     # Variants per subtask: the mix few-shot separator is chosen per task name.
-    names += register_subtask(st, ds, registry.flan_variants(st.task_type, st.has_options, st.key, t))
+    names += registry.register_variants(ds, registry.flan_variants(st.task_type, st.has_options, st.key, t),
+                                        postprocess_fn=st.postprocess, metric_fns=[mp.accuracy])
   return names

@@ -511,8 +511,10 @@ def _num_cases(dataset: FlanDataset, variant: Variant) -> int:
 TOKENIZE = (seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim)
 
 
-def register_variants(dataset: FlanDataset, variants: Sequence[Variant]) -> list[str]:
-  """Registers `<dataset.name><variant.suffix>` for each variant (replacing earlier ones)."""
+def register_variants(dataset: FlanDataset, variants: Sequence[Variant], postprocess_fn: Callable | None = None,
+                      metric_fns: Sequence[Callable] = ()) -> list[str]:
+  """Registers `<dataset.name><variant.suffix>` for each variant (replacing earlier ones), each scored by
+  `metric_fns` on outputs passed through `postprocess_fn`."""
   names = []
   features = vocab.output_features()
   for v in variants:
@@ -521,6 +523,7 @@ def register_variants(dataset: FlanDataset, variants: Sequence[Variant]) -> list
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(name, source=FlanDataSource(dataset, v, name),
                            preprocessors=list(TOKENIZE), output_features=features,
+                           postprocess_fn=postprocess_fn, metric_fns=list(metric_fns),
                            shuffle_buffer_size=None)
     names.append(name)
   return names
