@@ -1,7 +1,5 @@
-"""Dialog tasks on `tfds.testing.mock_data` with the real TFDS feature specs, through the full pipeline.
-
-mock_data draws random sequence lengths and ids, so rows are given a fixed number of turns (and qrecc a
-turn_id past FLAN's filter) before the task sees them; field names and types stay TFDS's.
+"""Dialog tasks on `flan_jax.data.mock_sources`' rows (`tfds.testing.mock_data` with the real TFDS feature
+specs, given a fixed number of turns and a qrecc turn_id FLAN keeps), through the full pipeline.
 """
 from __future__ import annotations
 
@@ -10,8 +8,8 @@ import random
 import numpy as np
 import pytest
 import seqio
-import tensorflow_datasets as tfds
 
+from flan_jax.data import mock_sources
 from flan_jax.data import registry
 from flan_jax.data import sources
 from flan_jax.data import templates as tpl
@@ -23,40 +21,11 @@ NUM_ROWS = 20
 TURNS = 9
 
 
-def _normalise(ex):
-  ex = dict(ex)
-  key = "utterances" if "utterances" in ex else "context"
-  ex[key] = np.array([b"turn %d" % i for i in range(TURNS)], dtype=object)
-  if "turn_id" in ex:
-    ex["turn_id"] = np.int32(7)
-  return ex
-
-
 @pytest.fixture(scope="module")
 def dialog_env(tmp_path_factory):
-  tfds_dir = tmp_path_factory.mktemp("tfds")
-  tfds_source.set_tfds_data_dir(tfds_dir)
-  for c in dialog.CONFIGS.values():
-    b = tfds.builder(c.tfds.full_name, data_dir=str(tfds_dir), try_gcs=False)
-    (tfds_dir / c.tfds.relative_dir() / c.tfds.version).mkdir(parents=True, exist_ok=True)
-    b.info.write_to_directory(b.data_dir)
-  real_read = tfds_source.read
-  mp_ = pytest.MonkeyPatch()
-  cache = {}
-
-  def read(spec):  # mock rows read through TFDS once per dataset, then replayed (few-shot re-reads them)
-    if spec not in cache:
-      cache[spec] = [(i, _normalise(ex)) for i, ex in real_read(spec)]
-    return iter(cache[spec])
-
-  mp_.setattr(tfds_source, "read", read)
-  mp_.setattr(tfds_source, "num_examples", lambda spec: NUM_ROWS)
-  names = dialog.register()
-  with tfds.testing.mock_data(num_examples=NUM_ROWS):
-    yield names
-  mp_.undo()
-  tfds_source.set_tfds_data_dir(None)
-  tfds_source.clear_cache()
+  with mock_sources.mock_tfds_sources(tmp_path_factory.mktemp("tfds"), num_rows=NUM_ROWS,
+                                      dialog=[c.tfds for c in dialog.CONFIGS.values()]):
+    yield dialog.register()
 
 
 def test_registered_names(dialog_env):

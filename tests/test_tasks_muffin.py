@@ -1,41 +1,25 @@
-"""Every Muffin task through preprocess -> template in every FLAN variant, on rows from
-`tfds.testing.mock_data` with the real TFDS feature specs, so a broken field mapping fails here; a
-representative sample goes on through seqio tokenization.
-
-Rows are drawn once per test run, inside one mock_data context, through TFDS's random-access API
-(`as_data_source`, which mock_data serves from its random example generator without tf.data) and
-converted to what `tfds.as_numpy` yields (bytes, numpy scalars). mock_data draws random values, which
-would break rows the way real data never does (labels outside the options, no '_' blank in a winogrande
-sentence, option lists of random length), so rows are normalised to valid shapes; field names and types
-stay TFDS's. Datasets mock_data cannot build offline (`huggingface:xsum`, and the FLAN versions the
-installed TFDS code no longer has: multi_news 1.0.0, winogrande 1.1.0) use hand-written rows with the
-same features. Rendering runs in plain Python (`registry.render`); only the sample builds tf.data.
+"""Every Muffin task through preprocess -> template in every FLAN variant, on the mock rows of
+`flan_jax.data.mock_sources` (`tfds.testing.mock_data` with the real TFDS feature specs, made valid; hand-written
+rows with the same features where mock_data cannot build offline), so a broken field mapping fails here; a
+representative sample goes on through seqio tokenization. Rendering runs in plain Python (`registry.render`);
+only the sample builds tf.data.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 
-import numpy as np
 import pytest
 import seqio
-import tensorflow_datasets as tfds
 
+from flan_jax.data import mock_sources
 from flan_jax.data import registry
 from flan_jax.data import sources
 from flan_jax.data import templates as tpl
-from flan_jax.data import tfds_source
 from flan_jax.data import vocab
 from tasks import muffin
 from tasks import muffin_preprocessors as mp
 
-IN_MEMORY = {
-    "huggingface:xsum": lambda i: {"document": f"Doc {i} says things.".encode(), "summary": f"Sum {i}.".encode(),
-                                   "id": str(i).encode()},
-    "multi_news:1.0.0": lambda i: {"document": f"News {i} ||||| more.".encode(), "summary": f"- S{i}".encode()},
-    "winogrande:1.1.0": lambda i: {"sentence": f"Ann gave Bo {i} because _ was kind.".encode(),
-                                   "option1": b"Ann", "option2": b"Bo", "label": i % 2},
-}
 NUM_ROWS = 12
 FEW_SHOT_QUERIES = 2  # few-shot variants: the first queries show exemplar assembly works
 # Tokenized through seqio: options classification, extractive QA, nested features, a community dataset,
@@ -46,65 +30,11 @@ TOKENIZE_SAMPLE = ("anli_r1_template_0to10_zero_shot", "squad_v1_template_0_zero
                    "cosmos_qa_template_1_two_shot")
 
 
-def _normalise(value, key=""):
-  """A mock value as tfds.as_numpy would give it, made valid for the preprocessors."""
-  if isinstance(value, dict):
-    return {k: _normalise(v, k) for k, v in value.items()}
-  if isinstance(value, list):  # nested tfds.features.Dataset
-    return [_normalise(v, key) for v in value]
-  if isinstance(value, np.ndarray) and value.ndim == 0:
-    return _normalise(value.item(), key)
-  if isinstance(value, (str, np.str_)):
-    value = str(value).encode()
-  if isinstance(value, bytes):
-    s = b"Ww1 w2. " + value
-    if key == "sentence":
-      s += b" _ end"
-    elif key == "query":
-      s += b" @placeholder tail"
-    elif key == "input":
-      s += b" (A) a (B) b (C) c (D) d"
-    return s
-  if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "SUO":
-    items = [b"Opt %d %s" % (i, str(v).encode()) for i, v in enumerate(list(value)[:4])]
-    return np.array(items + [b"Opt %d" % i for i in range(len(items), 4)], dtype=object)
-  if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-    return np.int64(1)
-  return value
-
-
-def _mock_rows(tfds_dir) -> dict[str, list[dict]]:
-  """NUM_ROWS normalised rows per TFDS dataset of the registry, from one mock_data context."""
-  out = {}
-  with tfds.testing.mock_data(num_examples=NUM_ROWS):
-    for c in muffin.CONFIGS.values():
-      spec = c.tfds
-      if spec.full_name in out:
-        continue
-      if spec.full_name in IN_MEMORY:
-        out[spec.full_name] = [IN_MEMORY[spec.full_name](i) for i in range(NUM_ROWS)]
-        continue
-      builder = tfds.builder(spec.full_name, data_dir=str(tfds_dir), try_gcs=False)
-      source = builder.as_data_source(split=spec.split.split("[")[0])
-      out[spec.full_name] = [_normalise(source[i]) for i in range(len(source))]
-  return out
-
-
-@pytest.fixture(scope="module")  # module: the patched reader must not leak into other test files
+@pytest.fixture(scope="module")  # module: the mock readers must not leak into other test files
 def muffin_env(tmp_path_factory):
-  tfds_dir = tmp_path_factory.mktemp("tfds")
-  rows = _mock_rows(tfds_dir)
-  for c in muffin.CONFIGS.values():  # what check_available looks for: the prepared version dir
-    d = tfds_dir / c.tfds.relative_dir() / (c.tfds.version or "1.0.0")
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "dataset_info.json").write_text("{}")
-  patch = pytest.MonkeyPatch()
-  patch.setattr(tfds_source, "read", lambda spec: enumerate(rows[spec.full_name]))
-  tfds_source.set_tfds_data_dir(tfds_dir)
-  names = muffin.register()
-  yield names
-  tfds_source.set_tfds_data_dir(None)
-  patch.undo()
+  with mock_sources.mock_tfds_sources(tmp_path_factory.mktemp("tfds"), num_rows=NUM_ROWS,
+                                      muffin=[c.tfds for c in muffin.CONFIGS.values()]):
+    yield muffin.register()
 
 
 def _problems(config: muffin.MuffinConfig) -> list[str]:

@@ -1,18 +1,19 @@
 """T0-SF: every subtask through the full pipeline (read -> preprocess -> template -> tokenize).
 
-`huggingface:bigscience__p3` cannot be mocked offline (its builder would query the Hub), so each subtask reads
-hand-written in-memory rows with P3's features (`inputs_pretokenized`, `targets_pretokenized`, and for multiple
-choice `answer_choices`) from a TFDS data dir whose prepared-dataset marker files exist. The promptsource route
-renders raw rows written as JSON lines with the real templates.
+P3 rows are `flan_jax.data.mock_sources`' hand-written ones (`huggingface:bigscience__p3` cannot be mocked
+offline), with P3's features (`inputs_pretokenized`, `targets_pretokenized`, and for multiple choice
+`answer_choices`). The promptsource route renders raw rows written as JSON lines with the real templates.
 """
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pytest
 import seqio
 
+from flan_jax.data import mock_sources
 from flan_jax.data import registry
 from flan_jax.data import sources
 from flan_jax.data import tfds_source
@@ -22,34 +23,11 @@ from tasks import t0
 NUM_ROWS = 20
 
 
-def p3_row(st: t0.T0Subtask, i: int) -> dict:
-  row = {"inputs": np.arange(3, dtype=np.int32), "targets": np.arange(2, dtype=np.int32),
-         "inputs_pretokenized": f"Question {i} about {st.subtask}?\nPick well.\n".encode()}
-  if st.multiple_choice:
-    choices = [f"choice {j}\n" for j in range(3)]
-    row["answer_choices"] = np.array([c.encode() for c in choices], dtype=object)
-    row["targets_pretokenized"] = choices[i % 3].encode()
-  else:
-    row["targets_pretokenized"] = f" answer {i}\n".encode()
-  return row
-
-
 @pytest.fixture(scope="module")
 def t0_env(tmp_path_factory):
-  tfds_dir = tmp_path_factory.mktemp("tfds")
-  tfds_source.set_tfds_data_dir(tfds_dir)
-  subs = {st.tfds: st for st in t0.subtasks()}
-  for spec in subs:
-    d = tfds_dir / spec.relative_dir() / "0.0.0"
-    d.mkdir(parents=True)
-    (d / "dataset_info.json").write_text("{}")
-  mp_ = pytest.MonkeyPatch()
-  mp_.setattr(tfds_source, "read", lambda spec: ((i, p3_row(subs[spec], i)) for i in range(NUM_ROWS)))
-  mp_.setattr(tfds_source, "num_examples", lambda spec: NUM_ROWS)
-  names = t0.register()
-  yield names
-  mp_.undo()
-  tfds_source.set_tfds_data_dir(None)
+  with mock_sources.mock_tfds_sources(tmp_path_factory.mktemp("tfds"), num_rows=NUM_ROWS,
+                                      p3={st.tfds: st.multiple_choice for st in t0.subtasks()}):
+    yield t0.register()
 
 
 def test_the_193_subtasks():
@@ -121,7 +99,8 @@ def test_preprocess_by_hand():
 
 def test_malformed_rows_are_warned_and_counted(capsys):
   st = next(s for s in t0.subtasks() if s.multiple_choice)
-  rows = [(0, p3_row(st, 0)), (1, {**p3_row(st, 1), "targets_pretokenized": b"nope"}), (2, p3_row(st, 2))]
+  row = functools.partial(mock_sources.p3_row, st.subtask, st.multiple_choice)
+  rows = [(0, row(0)), (1, {**row(1), "targets_pretokenized": b"nope"}), (2, row(2))]
   sources.reset_skipped_rows()
   kept = list(t0._preprocessed(st, "tfds:x[train]", iter(rows)))
   assert [i for i, _ in kept] == [0, 2]
