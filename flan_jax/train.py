@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import itertools
 import json
 import os
 import signal
@@ -184,9 +185,8 @@ def train(
       mixture_or_task_name, dict(task_feature_lengths), batch_size, shuffle=shuffle, seed=random_seed,
       use_cached=use_cached)
   host_it = input_pipeline.host_iterator(input_config, converter, jax.process_index(), jax.process_count())
-  spec = host_it._make_dataset().element_spec
-  batch_shapes = {k: (batch_size,) + tuple(v.shape[1:]) for k, v in spec.items()}
-  batch_dtypes = {k: v.dtype.as_numpy_dtype for k, v in spec.items()}
+  batch_shapes = {k: (batch_size, length) for k, length in host_it.feature_lengths.items()}
+  batch_dtypes = {k: np.int32 for k in batch_shapes}
   schedule = optimizers.make_schedule(learning_rate_schedule, learning_rate, warmup_steps, train_steps)
   optimizer = optimizers.Adafactor(adafactor or optimizers.AdafactorConfig(), schedule)
   trainer = trainer_lib.Trainer(model, optimizer, part, batch_shapes,
@@ -357,15 +357,14 @@ def _log(writer, step: int, metrics, seconds: float, step_flops, peak_total, log
 def _evaluate(trainer, params, config, converter, eval_steps: int) -> dict[str, float]:
   """Teacher-forced metrics over the first `eval_steps` batches of the held-out mixture."""
   from flan_jax.data import input_pipeline
-  ds = input_pipeline.build_host_dataset(config, converter, jax.process_index(), jax.process_count())
+  batches = input_pipeline.host_batches_of(config, converter, jax.process_index(), jax.process_count())
   sums: dict[str, float] = {}
-  for i, batch in enumerate(ds.take(eval_steps).as_numpy_iterator()):
+  for batch in itertools.islice(batches, eval_steps):
     m = {k: float(v) for k, v in jax.device_get(trainer.eval_step(params, trainer.global_batch(batch))).items()}
     tokens = m.get("nonpadding_tokens", 0.0)
     for k, v in m.items():
       sums[k] = sums.get(k, 0.0) + (v if k in ("loss", "z_loss", "cross_ent_loss") or k.startswith("num_")
                                     or k == "nonpadding_tokens" else v * tokens)
-    del i
   tokens = max(sums.get("nonpadding_tokens", 0.0), 1.0)
   out = {}
   for k, v in sums.items():

@@ -92,6 +92,10 @@ class _SelectablePacker:
   def packer(self) -> bool | str:
     return self._packer
 
+  @property
+  def block_size(self) -> int:
+    return self._block_size
+
   def _pack_or_pad(self, ds: tf.data.Dataset, packed_lengths: Mapping[str, int]) -> tf.data.Dataset:
     if self._packer == "ffd":
       return ffd_pack_dataset(ds, packed_lengths, self._block_size)

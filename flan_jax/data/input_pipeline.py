@@ -1,13 +1,15 @@
 """Per-host training input: this process's shard of a SeqIO mixture -> batches -> global device arrays.
 
-Each process reads `ShardInfo(process_index, process_count)` of the mixture and batches `batch_size / processes`
-rows; the trainer assembles global arrays from the process-local rows. The iterator's state is the number of
+Each process reads shard `process_index` of `process_count` of the mixture (`streaming`: tasks sampled by rate,
+rendered and tokenized in Python) and packs it into batches of `batch_size / processes` rows as the configured
+feature converter lays them out (`host_batches`); the trainer assembles global arrays from the process-local rows. The iterator's state is the number of
 batches consumed (plus what identifies the stream); restoring rebuilds the same deterministic stream and skips
 exactly that many batches, so a resumed run sees the batches an uninterrupted run would.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import queue
 import sys
 import threading
@@ -15,7 +17,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import seqio
-import tensorflow as tf
+
+from flan_jax.data import host_batches, streaming
 
 
 class InputConfigError(ValueError):
@@ -109,42 +112,49 @@ def _tasks_with_rates(name: str, rate: float) -> list[tuple[seqio.Task, float]]:
   return [(t, rate * item.get_rate(t) / total) for t in item.tasks]
 
 
-def build_host_dataset(config: InputConfig, feature_converter: seqio.FeatureConverter,
-                       process_index: int, process_count: int) -> tf.data.Dataset:
-  """This process's batches (batch_size / process_count rows each), endless unless num_epochs is set."""
+def batch_config(config: InputConfig, feature_converter: seqio.FeatureConverter,
+                 process_count: int) -> host_batches.BatchConfig:
+  """This process's batch layout; errors name the binding."""
   check_mixture(config.mixture_or_task_name)
   if config.batch_size % process_count:
     raise InputConfigError(f"BATCH_SIZE={config.batch_size} is not divisible by the {process_count} processes")
-  ds = seqio.get_dataset(
-      mixture_or_task_name=config.mixture_or_task_name,
-      task_feature_lengths=dict(config.task_feature_lengths),
-      dataset_split=config.split,
-      shuffle=config.shuffle,
-      num_epochs=config.num_epochs,
-      feature_converter=feature_converter,
-      shard_info=seqio.ShardInfo(index=process_index, num_shards=process_count),
-      use_cached=config.use_cached,
-      seed=config.seed,
-  )
-  options = tf.data.Options()
-  options.deterministic = True
-  ds = ds.with_options(options)
-  return ds.batch(config.batch_size // process_count, drop_remainder=True)
+  try:
+    return host_batches.config_from_converter(feature_converter, config.task_feature_lengths,
+                                              config.batch_size // process_count)
+  except ValueError as e:
+    raise InputConfigError(str(e)) from None
+
+
+def host_batches_of(config: InputConfig, feature_converter: seqio.FeatureConverter,
+                    process_index: int, process_count: int) -> Iterator[dict[str, np.ndarray]]:
+  """This process's batches (batch_size / process_count rows each), endless unless num_epochs is set."""
+  layout = batch_config(config, feature_converter, process_count)
+  stream = streaming.StreamConfig(
+      lengths=dict(config.task_feature_lengths), seed=config.seed, shuffle=config.shuffle,
+      num_epochs=config.num_epochs, shard_index=process_index, num_shards=process_count, split=config.split,
+      use_cached=config.use_cached)
+  return host_batches.batches(streaming.mixture_examples(config.mixture_or_task_name, stream), layout)
 
 
 class ResumableIterator:
-  """Numpy batches from a deterministic dataset; `state()` / `restore(state)` by exact skipping."""
+  """Numpy batches from a deterministic stream; `state()` / `restore(state)` by replaying and skipping exactly.
 
-  def __init__(self, make_dataset: Callable[[], tf.data.Dataset], identity: Mapping[str, Any], start: int = 0):
-    self._make_dataset = make_dataset
+  `feature_lengths`: every feature of a batch and its length (the batches are int32 [rows, length]).
+  """
+
+  def __init__(self, make_batches: Callable[[], Iterator[dict[str, np.ndarray]]], identity: Mapping[str, Any],
+               feature_lengths: Mapping[str, int], start: int = 0):
+    self._make_batches = make_batches
     self.identity = dict(identity)
+    self.feature_lengths = dict(feature_lengths)
     self._reset(start)
 
   def _reset(self, start: int) -> None:
-    ds = self._make_dataset()
-    if start:
-      ds = ds.skip(start)
-    self._it = ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    self._it = self._make_batches()
+    # Replaying renders and packs the skipped batches again (no device work): the stream is a pure function of
+    # the config, so this is exactly where an uninterrupted run would be.
+    for _ in itertools.islice(self._it, start):
+      pass
     self.consumed = start
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -175,9 +185,10 @@ def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
               "seed": config.seed, "split": config.split, "process_count": process_count,
               "task_feature_lengths": dict(config.task_feature_lengths)}
-  build_host_dataset(config, feature_converter, process_index, process_count)  # validates before any compile
+  layout = batch_config(config, feature_converter, process_count)  # validates before any compile
   return ResumableIterator(
-      lambda: build_host_dataset(config, feature_converter, process_index, process_count), identity)
+      lambda: host_batches_of(config, feature_converter, process_index, process_count), identity,
+      host_batches.feature_lengths(layout))
 
 
 class DevicePrefetcher:
@@ -233,7 +244,7 @@ class DevicePrefetcher:
     return self._iterator.state(self.consumed)
 
   def close(self) -> None:
-    # Join rather than leave the daemon thread inside TF's iterator: a thread killed there at interpreter exit
-    # aborts the process ("FATAL: exception not rethrown").
+    # Join rather than leave the daemon thread inside the input (a task read through TF among it): a thread
+    # killed inside TF at interpreter exit aborts the process ("FATAL: exception not rethrown").
     self._stop.set()
     self._thread.join(timeout=120)

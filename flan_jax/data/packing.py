@@ -242,18 +242,26 @@ def ffd_row_count(sizes: np.ndarray, lengths: Sequence[int], block_size: int = D
   return total
 
 
-def greedy_row_count(sizes: np.ndarray, lengths: Sequence[int]) -> int:
-  """Rows seqio's `trim_and_pack_dataset` makes: next-fit, a fresh row at every batch of max(lengths) examples."""
-  sizes = np.minimum(np.asarray(sizes, np.int64), np.asarray(lengths, np.int64))
+def greedy_assign(sizes: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+  """Rows as seqio's `trim_and_pack_dataset` makes them: next-fit over the stream, a fresh row at every batch of
+  max(lengths) examples; returns the row of every example (sizes already trimmed)."""
+  sizes = np.asarray(sizes, np.int64)
   cap = np.asarray(lengths, np.int64)
   batch = int(cap.max())
-  rows = 0
-  for start in range(0, len(sizes), batch):
-    used = None
-    for size in sizes[start:start + batch]:
-      if used is None or np.any(used + size > cap):
-        rows += 1
-        used = size.copy()
-      else:
-        used += size
-  return rows
+  row_of = np.empty([len(sizes)], np.int64)
+  row = -1
+  used = cap  # forces a new row for the first example
+  for i, size in enumerate(sizes):
+    if i % batch == 0 or np.any(used + size > cap):
+      row += 1
+      used = size.copy()
+    else:
+      used = used + size
+    row_of[i] = row
+  return row_of
+
+
+def greedy_row_count(sizes: np.ndarray, lengths: Sequence[int]) -> int:
+  """Rows seqio's greedy packer makes for examples of `sizes` [n, d] (trimmed here)."""
+  sizes = np.minimum(np.asarray(sizes, np.int64), np.asarray(lengths, np.int64))
+  return int(greedy_assign(sizes, lengths)[-1]) + 1 if len(sizes) else 0
