@@ -78,6 +78,14 @@ def register_all(templates=None) -> dict[str, list[str]]:
   return out
 
 
+def tfds_specs() -> dict:
+  """The TFDS datasets the Muffin, Dialog and T0-SF tasks read, as `mock_sources.mock_tfds_sources` takes them
+  (`p3`: each P3 subtask's dataset -> whether it is multiple choice)."""
+  from tasks import dialog, muffin, t0  # pylint: disable=import-outside-toplevel
+  return {"muffin": [c.tfds for c in muffin.CONFIGS.values()], "dialog": [c.tfds for c in dialog.CONFIGS.values()],
+          "p3": {st.tfds: st.multiple_choice for st in t0.subtasks()}}
+
+
 def shares(mixture: str) -> dict[str, float]:
   """Each leaf task's share of the mixture's examples (rates flattened as seqio does, summing to 1)."""
   r = mixing.rates(mixture)

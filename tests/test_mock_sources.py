@@ -24,11 +24,6 @@ NUM_ROWS = 10
 MOCKED_SOURCES = {"Flan2021", "P3", "Dialog"}
 
 
-def _flan2022_specs() -> dict:
-  return {"muffin": [c.tfds for c in muffin.CONFIGS.values()], "dialog": [c.tfds for c in dialog.CONFIGS.values()],
-          "p3": {st.tfds: st.multiple_choice for st in t0.subtasks()}}
-
-
 # These run before the module's shared context opens: inside it the outer mock would serve their datasets.
 def test_exit_restores_state_after_an_error(tmp_path):
   real_dir = tmp_path / "real"  # an explicit TFDS dir without the dataset, which must come back
@@ -70,7 +65,7 @@ def test_import_leaves_tfds_unimported():
 @pytest.fixture(scope="module")
 def flan2022_env(tmp_path_factory):
   with mock_sources.mock_tfds_sources(tmp_path_factory.mktemp("tfds"), num_rows=NUM_ROWS,
-                                      **_flan2022_specs()) as rows:
+                                      **flan2022.tfds_specs()) as rows:
     yield tasks.register_all(), rows
 
 
@@ -81,7 +76,7 @@ def _first_example(task: str) -> dict | None:
 
 def test_rows_once_per_dataset(flan2022_env):
   _, rows = flan2022_env
-  specs = _flan2022_specs()
+  specs = flan2022.tfds_specs()
   full_names = {s.full_name for s in [*specs["muffin"], *specs["dialog"], *specs["p3"]]}
   assert set(rows) == full_names  # mnli_matched/mismatched and the para_crawl/enda slices share rows
   assert len(rows) < len(muffin.CONFIGS) + len(dialog.CONFIGS) + len(specs["p3"])

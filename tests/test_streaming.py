@@ -90,3 +90,14 @@ def test_rates_must_be_usable():
     seqio.MixtureRegistry.add(mix, [(fixture_tasks.TRAIN_TASK, 0.0)])
   with pytest.raises(ValueError, match="not all zero"):
     next(streaming.mixture_examples(mix, streaming.StreamConfig({"inputs": 8, "targets": 8})))
+
+
+def test_a_task_without_examples_on_its_shard_leaves_the_draw_with_a_warning(flan_tasks, capsys):
+  mix = "flan_jax_test_with_empty_shard"
+  if mix not in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.add(mix, [(fixture_tasks.EVAL_TASK, 1.0), (flan_tasks, 1.0)])
+  # 64 held-out rows over 100 shards: shard 80 has none of them.
+  config = streaming.StreamConfig({"inputs": 64, "targets": 16}, shard_index=80, num_shards=100)
+  got = _examples(mix, config, limit=40)
+  assert len(got) == 40
+  assert f"task {fixture_tasks.EVAL_TASK} has no examples in epoch 0 on shard 80 of 100" in capsys.readouterr().err

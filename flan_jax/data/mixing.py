@@ -124,10 +124,6 @@ def register_settings(family: str, submixes: Mapping[str, Sequence[str]],
   return names
 
 
-def leaf_tasks(mixture: str) -> list[seqio.Task]:
-  return list(seqio.get_mixture_or_task(mixture).get_subtasks())
-
-
 def rates(mixture: str) -> dict[str, float]:
   """Effective rate of every task of a mixture, sub-mixtures flattened as seqio's `get_rate` does
   (a sub-mixture's rate split over its tasks in proportion to their rates), in one pass."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -84,27 +85,33 @@ class _SeqioTask:
 
 
 class _Draw:
-  """A task's examples, opened at its first draw; `next()` is None once its epochs are spent."""
+  """A task's examples, opened at its first draw; `next()` is None once its epochs are spent, or when an epoch
+  has no example (a task with no row on this shard): that task leaves the draw with a warning, not a spin."""
 
-  def __init__(self, reader: _FlanTask | _SeqioTask, num_epochs: int | None):
+  def __init__(self, name: str, reader: _FlanTask | _SeqioTask, config: StreamConfig):
+    self.name = name
     self.reader = reader
-    self._num_epochs = num_epochs
+    self._config = config
     self._epoch = 0
+    self._yielded = 0
     self._it = reader.epoch(0)
 
   def next(self):
     while True:
       item = next(self._it, None)
       if item is not None:
+        self._yielded += 1
         return item
-      self._epoch += 1
-      if self._num_epochs is not None and self._epoch >= self._num_epochs:
+      if not self._yielded:
+        c = self._config
+        print(f"warning: task {self.name} has no examples in epoch {self._epoch} on shard {c.shard_index} of "
+              f"{c.num_shards}; it leaves the mixture's draw", file=sys.stderr, flush=True)
         return None
-      previous, self._it = self._epoch, self.reader.epoch(self._epoch)
-      first = next(self._it, None)
-      if first is None:  # an empty task would otherwise be reopened forever
-        raise ValueError(f"a task of the mixture yields no examples in epoch {previous}")
-      return first
+      self._epoch += 1
+      self._yielded = 0
+      if self._config.num_epochs is not None and self._epoch >= self._config.num_epochs:
+        return None
+      self._it = self.reader.epoch(self._epoch)
 
 
 def mixture_examples(name: str, config: StreamConfig) -> Iterator[dict[str, Ragged]]:
@@ -125,7 +132,7 @@ def mixture_examples(name: str, config: StreamConfig) -> Iterator[dict[str, Ragg
     task = seqio.TaskRegistry.get(names[i])
     reader = _FlanTask(task, config, plan[names[i]]) if isinstance(task.source, registry.FlanDataSource) \
         else _SeqioTask(task, config)
-    return _Draw(reader, config.num_epochs)
+    return _Draw(names[i], reader, config)
 
   while live.any():
     p = np.where(live, weights, 0.0)
