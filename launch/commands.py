@@ -14,6 +14,9 @@ from typing import Iterable, Sequence
 
 from flan_jax import plan
 
+# The jax every launched host installs, with the accelerator's extra (`jax[tpu]`, `jax[cuda12]`); setup.py pins it.
+JAX_VERSION = "0.10.2"
+
 # Entry points a launch may run: all of them take the same `--gin_file` / `--gin.X=Y` / `--gin_search_paths`.
 ENTRY_POINTS = {"train": "flan_jax.train", "eval": "flan_jax.eval", "infer": "flan_jax.infer"}
 

@@ -24,7 +24,6 @@ from launch import commands
 SOURCE_ARCHIVE = "flan_jax-src.tar.gz"
 REMOTE_DIR = "flan_jax"
 REMOTE_DATA_DIR = "$HOME/flan_data"
-JAX_VERSION = "0.10.2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +56,7 @@ def tpu_steps(a: argparse.Namespace, sl: commands.Slice, command: commands.Entry
   if a.spot:
     create.append("--spot")
   install = (f"mkdir -p {REMOTE_DIR} && tar -xzf {SOURCE_ARCHIVE} -C {REMOTE_DIR} && "
-             f"pip install -q 'jax[tpu]=={JAX_VERSION}' && pip install -q -e ./{REMOTE_DIR}")
+             f"pip install -q 'jax[tpu]=={commands.JAX_VERSION}' && pip install -q -e ./{REMOTE_DIR}")
   steps = [
       Step(f"create the {sl.describe()}", tpu("create", *create)),
       Step("archive this source tree (committed files)",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import shlex
 import subprocess
 import sys
@@ -92,8 +93,58 @@ def test_xm_gpu_requirements_and_eval_entry():
   spec = xm_launch.build(["--accelerator=gpu:a100", "--num_hosts=2", "--gpus_per_host=4", "--entry=eval",
                           "--gin_file=e.gin", "--model_dir=gs://b/e"])
   (job,) = spec.jobs
-  assert job.module == "flan_jax.eval" and job.requirements == {"a100": 4}
+  assert job.module == "flan_jax.eval" and job.requirements == {"a100": 4, "replicas": 2}
   assert (job.hosts, job.devices, job.model_dir) == (2, 8, "gs://b/e")
+
+
+def test_xm_gpu_names_cover_every_gpu_the_plan_knows():
+  assert set(xm_launch.XM_GPU_TYPES) == set(commands.GPU_HBM)
+  assert set(xm_launch.VERTEX_GPU_COUNTS) <= set(commands.GPU_HBM)
+
+
+def _gpu_argv(accelerator, *extra):
+  return [f"--accelerator={accelerator}", "--gin_file=a.gin", "--model_dir=gs://b/m", *extra]
+
+
+@pytest.mark.parametrize("argv", [
+    _xm_argv(),
+    _gpu_argv("gpu:a100", "--num_hosts=2"),
+    _gpu_argv("gpu:h100"),
+    _gpu_argv("gpu:a100", "--gpus_per_host=3"),
+], ids=["tpu-slice", "two-gpu-hosts", "h100", "three-a100"])
+def test_xm_refuses_what_vertex_cannot_run_and_names_tpu_pod(argv, capsys):
+  sys.modules.pop("xmanager", None)
+  assert xm_launch.main(argv) == 2
+  assert "launch.tpu_pod" in capsys.readouterr().err
+  assert "xmanager" not in sys.modules, "a refused launch must stop before importing xmanager"
+  assert xm_launch.main(argv + ["--dry_run"]) == 0
+  out = capsys.readouterr().out
+  assert "not launchable here" in out and json.loads(out[out.index("job specs:") + 10:])["vertex_blocker"]
+
+
+def test_xm_single_host_gpus_vertex_places_are_launchable(capsys):
+  for accelerator, gpus in [("gpu:a100", 8), ("gpu:a100", 16), ("gpu:l4", 1), ("gpu:v100", 4), ("gpu:t4", 2)]:
+    spec = xm_launch.build(_gpu_argv(accelerator, f"--gpus_per_host={gpus}"))
+    assert spec.vertex_blocker == "", accelerator
+  assert xm_launch.main(_gpu_argv("gpu:a100", "--dry_run")) == 0
+  assert "launchable on xm_local.Vertex" in capsys.readouterr().out
+
+
+def test_xm_image_installs_the_staged_tree_with_cudas_jax():
+  spec = xm_launch.build(_gpu_argv("gpu:a100"))
+  copy, workdir, install = spec.docker_instructions
+  assert copy == "COPY flan_jax/ /flan_jax" and workdir == "WORKDIR /flan_jax"
+  assert shlex.split(install) == ["RUN", "pip", "install", "-e", ".", f"jax[cuda12]=={commands.JAX_VERSION}"]
+
+
+def test_xm_stages_the_committed_tree(tmp_path):
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  source = pathlib.Path(xm_launch.stage_source(str(repo), str(tmp_path)))
+  assert source == tmp_path / xm_launch.SOURCE_DIR
+  committed = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True)
+  staged = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file() or p.is_symlink())
+  assert staged == sorted(committed.stdout.split())
+  assert not (source / ".venv").exists() and not (source / ".git").exists()
 
 
 def test_xm_rejects_a_local_model_dir(capsys):
@@ -179,3 +230,71 @@ def test_launchers_use_the_train_entry_points_multihost_flags(capsys):
 def test_tpu_pod_rejects_bad_launches(argv, message, capsys):
   assert tpu_pod.main(argv + ["--dry_run"]) == 2
   assert message in capsys.readouterr().err
+
+
+# With the `launch` extra installed: the real xmanager objects a launch would hand to Vertex.
+
+def _xm_modules():
+  vertex = pytest.importorskip("xmanager.cloud.vertex")
+  from xmanager import xm  # pylint: disable=import-outside-toplevel
+  from xmanager.xm_local import executables  # pylint: disable=import-outside-toplevel
+  return vertex, xm, executables.GoogleContainerRegistryImage(name="flan_jax", image_path="gcr.io/p/flan_jax:t")
+
+
+def test_xm_objects_are_what_vertex_runs(tmp_path):
+  vertex, xm, image = _xm_modules()
+  from xmanager import xm_flags  # pylint: disable=import-outside-toplevel
+  from xmanager.xm import utils as xm_utils  # pylint: disable=import-outside-toplevel
+  spec = xm_launch.build(_gpu_argv("gpu:a100", "--gpus_per_host=4", "--flan_data_dir=gs://b/flan_data",
+                                   "--sweep", "LEARNING_RATE=1e-3", "--sweep", "LEARNING_RATE=5e-4"))
+  container = xm_launch.xm_packageable(spec, str(tmp_path)).executable_spec
+  assert container.entrypoint == xm.ModuleName("flan_jax.train")
+  assert (container.base_image, container.docker_instructions) == (spec.image, list(spec.docker_instructions))
+  jobs = xm_launch.xm_jobs(spec, image)
+  assert len(jobs) == 2
+  for job, unit in zip(jobs, spec.jobs):
+    machine = vertex.get_machine_spec(job)
+    assert (machine["machine_type"], machine["accelerator_type"].name, machine["accelerator_count"]) == (
+        "a2-highgpu-4g", "NVIDIA_TESLA_A100", 4)
+    # Vertex hands the container exactly the spec's argv and environment.
+    assert xm.merge_args(image.args, job.args).to_list(xm_utils.ARGV_ESCAPER) == list(unit.args)
+    assert job.env_vars == unit.env == {"FLAN_JAX_DATA_DIR": "/gcs/b/flan_data"}
+  # xm_local reads its flags (the experiment database's path) outside absl's app.run.
+  assert xm_flags.DB_YAML_CONFIG_PATH.value is None
+
+
+@pytest.mark.parametrize("accelerator", ["v4-32", "v5e-256", "v5p-128", "v3-8", "v6e-8"] +
+                         [f"gpu:{m}" for m in sorted(commands.GPU_HBM)])
+def test_xm_requirements_are_xmanager_requirements(accelerator):
+  _, xm, _ = _xm_modules()
+  sl = commands.parse_accelerator(accelerator, 2, 4)
+  requirements = xm.JobRequirements(**xm_launch.xm_requirements(sl))
+  if sl.kind == "tpu":
+    assert requirements.accelerator in xm.TpuType
+    assert (requirements.topology.name, requirements.topology.chip_count) == (sl.topology, sl.chips)
+  else:
+    assert requirements.accelerator in xm.GpuType
+    assert (requirements.task_requirements[requirements.accelerator], requirements.replicas) == (4, 2)
+
+
+def test_xm_vertex_blockers_follow_xmanagers_machine_choice():
+  vertex, _, image = _xm_modules()
+  # TPU v2/v3 map to one 'cloud-tpu' machine; later generations to nothing.
+  (v3_job,) = xm_launch.xm_jobs(xm_launch.build(_gpu_argv("v3-8")), image)
+  assert vertex.get_machine_spec(v3_job)["machine_type"] == "cloud-tpu"
+  for tpu in ("v4-8", "v5e-8", "v5p-8", "v6e-8"):
+    (tpu_job,) = xm_launch.xm_jobs(xm_launch.build(_gpu_argv(tpu)), image)
+    with pytest.raises(KeyError):
+      vertex.get_machine_spec(tpu_job)
+  for model in commands.GPU_HBM:
+    for gpus in (1, 2, 4, 8, 16):
+      spec = xm_launch.build(_gpu_argv(f"gpu:{model}", f"--gpus_per_host={gpus}"))
+      try:
+        machine = vertex.get_machine_spec(xm_launch.xm_jobs(spec, image)[0])["machine_type"]
+      except ValueError:
+        machine = None
+      if not spec.vertex_blocker:
+        # A GPU machine, or the n1 machine Vertex takes T4 and V100 on.
+        assert machine and (machine.startswith(("a2-", "g2-")) or model in ("t4", "v100")), (model, gpus, machine)
+      elif model in ("a100-80gb", "h100", "h200"):
+        assert machine is None or machine.startswith("n1-"), (model, gpus, machine)
