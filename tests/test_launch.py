@@ -141,7 +141,8 @@ def test_xm_stages_the_committed_tree(tmp_path):
   repo = pathlib.Path(__file__).resolve().parent.parent
   source = pathlib.Path(xm_launch.stage_source(str(repo), str(tmp_path)))
   assert source == tmp_path / xm_launch.SOURCE_DIR
-  committed = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True)
+  committed = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "HEAD"], capture_output=True,
+                             text=True, check=True)
   staged = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file() or p.is_symlink())
   assert staged == sorted(committed.stdout.split())
   assert not (source / ".venv").exists() and not (source / ".git").exists()
