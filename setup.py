@@ -28,8 +28,9 @@ EXTRAS_REQUIRE = {
     "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "matplotlib"],
     # Parity tests and benchmarks against Hugging Face only.
     "hf": ["torch==2.13.0", "transformers==5.23.0", "safetensors"],
-    # XManager pulls cloud SDKs and protobuf 6.x; kept out of the core install.
-    "launch": ["xmanager==0.8.5.post1"],
+    # XManager pulls cloud SDKs and caps protobuf below 7; kept out of the core install (docs/training.md).
+    # kubernetes 37.0.2 wants python-dateutil>=3, google-cloud-bigquery <3: unpinned, pip backtracks ~15 min.
+    "launch": ["xmanager==0.8.5.post1", "python-dateutil<3"],
 }
 
 setuptools.setup(
