@@ -69,6 +69,34 @@ def test_ffd_within_two_percent_of_bound_where_greedy_is_not(seed):
   assert len(rows["inputs"]) == packing.ffd_row_count(sizes[:2048], list(LENGTHS.values()), block_size=2048)
 
 
+def _mixed_sizes(n: int, seed: int) -> np.ndarray:
+  """Like a mixed zero-/few-shot stream: a few long inputs with short targets (few-shot), short inputs with long
+  targets (zero-shot CoT), and small examples of both."""
+  rng = np.random.default_rng(seed)
+  few = np.stack([rng.integers(600, 1000, n), rng.integers(4, 30, n)], axis=1)
+  zero = np.stack([rng.integers(60, 200, n), rng.integers(80, 220, n)], axis=1)
+  small = np.stack([rng.integers(10, 300, n), rng.integers(4, 60, n)], axis=1)
+  draw = rng.random([n, 1])
+  return np.where(draw < 0.1, few, np.where(draw < 0.3, zero, small))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fill_packs_mixed_streams_where_ffd_leaves_rows_half_used(seed):
+  sizes, cap = _mixed_sizes(3000, seed), [2048, 512]
+  bound = packing.lower_bound_rows({"inputs": sizes[:, 0].sum(), "targets": sizes[:, 1].sum()},
+                                   {"inputs": 2048, "targets": 512})
+  ffd = packing.ffd_assign(sizes, cap).max() + 1
+  row_of = packing.fill_assign(sizes, cap)
+  assert ffd > 1.08 * bound
+  assert row_of.max() + 1 <= 1.03 * bound
+  for x, length in enumerate(cap):  # every row within its lengths, every example in exactly one row
+    assert np.bincount(row_of, sizes[:, x]).max() <= length
+  first_of_row = np.full(row_of.max() + 1, len(row_of))
+  np.minimum.at(first_of_row, row_of, np.arange(len(row_of)))
+  assert np.all(np.diff(first_of_row) > 0)  # rows in stream order
+  np.testing.assert_array_equal(packing.fit_assign(sizes, cap), row_of)  # the packer keeps the tighter one
+
+
 def test_ffd_reaches_the_bound_on_a_perfectly_packable_stream():
   # Sizes that divide each other and sum to 16 per group: FFD is optimal on such (divisible) sizes.
   sizes = np.array([[1, t] for t in [8, 4, 2, 1, 1] * 50])

@@ -50,7 +50,7 @@ def ffd_pack_dataset(ds: tf.data.Dataset, lengths: Mapping[str, int],
     values = {k: flat[2 * i] for i, k in enumerate(keys)}
     splits = {k: flat[2 * i + 1] for i, k in enumerate(keys)}
     sizes = np.stack([np.diff(splits[k]) for k in keys], axis=1)
-    row_of = packing.ffd_assign(sizes, [lengths[k] for k in keys])
+    row_of = packing.fit_assign(sizes, [lengths[k] for k in keys])
     rows = packing.build_rows(values, splits, row_of, lengths)
     return tuple(rows[f"{k}{suffix}"] for k in keys for suffix in ("", "_segment_ids", "_positions"))
 

@@ -70,7 +70,7 @@ def feature_lengths(config: BatchConfig) -> dict[str, int]:
 
 def _assign(sizes: np.ndarray, lengths: list[int], pack: bool | str) -> np.ndarray:
   if pack == "ffd":
-    return packing.ffd_assign(sizes, lengths)
+    return packing.fit_assign(sizes, lengths)
   if pack == "greedy":
     return packing.greedy_assign(sizes, lengths)
   return np.arange(len(sizes), dtype=np.int64)

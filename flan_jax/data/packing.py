@@ -1,14 +1,19 @@
-"""Packing several examples into each fixed-length row: fit-decreasing over blocks ('ffd'), and seqio's greedy packer.
+"""Packing several examples into each fixed-length row: our fit packer ('ffd'), and seqio's greedy packer.
 
 seqio's packer is greedy next-fit: it walks the stream and starts a new row as soon as the next example does not fit
 in every feature of the current one (and flushes every `max(lengths)` examples). When one feature is much fuller than
 the other (Flan CoT at 2048/512: targets 93% full, inputs 25%) that leaves ~8% more rows than needed.
 
-`pack_block` is fit-decreasing in several dimensions (the 'ffd' packer): the examples of a block are sorted by the
-sum over features of their share of the row length, and each goes into the open row with the least room left in the
-binding feature where every one of its features still fits (best fit: as tight as first fit on Flan data, and a
-bisection instead of a scan). Rows come out ordered by the earliest example they hold; inside a row examples keep
-stream order.
+The 'ffd' packer packs each block of examples twice and keeps whichever needs fewer rows (ties: FFD):
+- `ffd_assign`, fit-decreasing: examples in decreasing order of their summed share of the row lengths, each into the
+  open row with the least room left in the binding feature where all its features fit (best fit). Within 1% of the
+  bound when one feature binds throughout (CoT zero-shot, few-shot).
+- `fill_assign`, row by row: a row is opened with the example that fills it most, then filled with whichever example
+  that still fits brings the row's weighted room closest to zero. Weighting the feature that binds less (by its
+  demand ratio to the power 6, found on CoT) makes rows use it up, so rows full of long targets also take long
+  inputs. It wins on mixed zero-/few-shot streams, where FFD leaves rows that fill one feature and not the other
+  (cot_submix: FFD +12.9% over the bound, fill +0.6%).
+Rows come out ordered by the earliest example they hold; inside a row examples keep stream order.
 
 Determinism and resume: the stream is cut into consecutive blocks of `block_size` examples and each block is packed on
 its own, so the packed rows are a pure function of the input stream. `PackState(blocks_done, rows_done)` is the whole
@@ -27,7 +32,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-DEFAULT_BLOCK_SIZE = 8192
+DEFAULT_BLOCK_SIZE = 4096  # examples packed together: larger blocks pack slightly tighter and cost more per example
+FILL_WEIGHT_POWER = 6
 
 
 def check_lengths(lengths: Mapping[str, int], what: str = "packed lengths") -> dict[str, int]:
@@ -67,14 +73,10 @@ def ffd_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
   Returns:
     [n] row index of every example; rows are numbered by their earliest example (row 0 holds example 0).
   """
-  sizes = np.asarray(sizes, dtype=np.int64)
-  cap = np.asarray(capacity, dtype=np.int64)
+  sizes, cap = _validated(sizes, capacity)
   n, d = sizes.shape
   if n == 0:
     return np.zeros([0], np.int64)
-  if np.any(sizes > cap):
-    raise ValueError(f"an example of lengths {sizes[np.any(sizes > cap, axis=1)][0].tolist()} exceeds the row "
-                     f"lengths {cap.tolist()}; trim examples before packing")
   key = int(np.argmax(sizes.sum(axis=0) / cap))
   order = np.lexsort((np.arange(n), -(sizes / cap).sum(axis=1)))
   size_list, cap_list, dims = sizes.tolist(), cap.tolist(), range(d)
@@ -100,13 +102,86 @@ def ffd_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
       left[x] -= size[x]
     bisect.insort(by_room, (left[key], row))
     bin_of[i] = row
-  # Renumber rows by their earliest member so output order follows the stream.
-  num_rows = len(room)
-  first = np.full([num_rows], n, np.int64)
-  np.minimum.at(first, bin_of, np.arange(n))
+  return _in_stream_order(bin_of, len(room))
+
+
+def _in_stream_order(row_of: np.ndarray, num_rows: int) -> np.ndarray:
+  """Renumbers rows by their earliest member, so output order follows the stream."""
+  first = np.full([num_rows], len(row_of), np.int64)
+  np.minimum.at(first, row_of, np.arange(len(row_of)))
   rank = np.empty([num_rows], np.int64)
   rank[np.argsort(first, kind="stable")] = np.arange(num_rows)
-  return rank[bin_of]
+  return rank[row_of]
+
+
+def _validated(sizes: np.ndarray, capacity: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """[n, d] sizes and [d] row lengths as int64, every example within the row lengths."""
+  sizes = np.asarray(sizes, dtype=np.int64)
+  cap = np.asarray(capacity, dtype=np.int64)
+  if sizes.size == 0:
+    sizes = sizes.reshape(0, len(cap))
+  if np.any(sizes > cap):
+    raise ValueError(f"an example of lengths {sizes[np.any(sizes > cap, axis=1)][0].tolist()} exceeds the row "
+                     f"lengths {cap.tolist()}; trim examples before packing")
+  return sizes, cap
+
+
+def fill_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
+  """Row-by-row best fill (see the module doc); same contract as `ffd_assign`.
+
+  With shares a (example size / row length) and weighted room r left in the row, the next example is the fitting
+  one maximising 2 a.r - |a|^2, i.e. leaving the least weighted room squared; an empty row takes the example that
+  maximises it for r = 1, which is a fixed order, so opening a row costs nothing.
+  """
+  sizes, cap = _validated(sizes, capacity)
+  n, d = sizes.shape
+  if n == 0:
+    return np.zeros([0], np.int64)
+  share = sizes / cap
+  demand = share.sum(axis=0)
+  weight = (demand.max() / np.maximum(demand, 1e-9)) ** FILL_WEIGHT_POWER
+  weighted = share * weight
+  norm = (weighted * share).sum(axis=1)
+  opening_order = np.argsort(-(2 * weighted.sum(axis=1) - norm), kind="stable")
+  # Per-feature 1-D columns: gathers and compares on them cost less than on [n, d] rows.
+  size_cols = [sizes[:, x] for x in range(d)]
+  weighted_cols = [2 * weighted[:, x] / cap[x] for x in range(d)]
+  row_of = np.full([n], -1, np.int64)
+  free = np.ones([n], bool)
+  rows = 0
+  for first in opening_order.tolist():
+    if not free[first]:
+      continue
+    free[first] = False
+    row_of[first] = rows
+    room = (cap - sizes[first]).tolist()
+    fits = free.copy()
+    for x in range(d):
+      fits &= size_cols[x] <= room[x]
+    candidates = np.flatnonzero(fits)
+    while len(candidates):
+      score = -norm[candidates]
+      for x in range(d):
+        score += weighted_cols[x][candidates] * room[x]
+      pick = int(candidates[int(np.argmax(score))])
+      free[pick] = False
+      row_of[pick] = rows
+      keep = free[candidates]
+      for x in range(d):
+        room[x] -= int(size_cols[x][pick])
+        keep &= size_cols[x][candidates] <= room[x]
+      candidates = candidates[keep]
+    rows += 1
+  return _in_stream_order(row_of, rows)
+
+
+def fit_assign(sizes: np.ndarray, capacity: Sequence[int]) -> np.ndarray:
+  """The 'ffd' packer: `ffd_assign` or `fill_assign`, whichever needs fewer rows for this block (ties: FFD)."""
+  ffd = ffd_assign(sizes, capacity)
+  fill = fill_assign(sizes, capacity)
+  if len(ffd) and fill.max() < ffd.max():
+    return fill
+  return ffd
 
 
 def build_rows(values: Mapping[str, np.ndarray], row_splits: Mapping[str, np.ndarray], row_of: np.ndarray,
@@ -160,7 +235,7 @@ def pack_block(examples: Sequence[Mapping[str, np.ndarray]], lengths: Mapping[st
     splits[k] = np.concatenate([[0], np.cumsum(lens)])
     values[k] = np.concatenate(seqs) if seqs else np.zeros([0], np.int32)
   sizes = np.stack([np.diff(splits[k]) for k in lengths], axis=1) if examples else np.zeros([0, len(lengths)])
-  row_of = ffd_assign(sizes, list(lengths.values()))
+  row_of = fit_assign(sizes, list(lengths.values()))
   return build_rows(values, splits, row_of, lengths)
 
 
@@ -233,11 +308,11 @@ class PackedIterator(Iterator[dict[str, np.ndarray]]):
 
 
 def ffd_row_count(sizes: np.ndarray, lengths: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE) -> int:
-  """Rows FFD needs for examples of `sizes` [n, d] (already trimmed), block by block."""
+  """Rows the 'ffd' packer needs for examples of `sizes` [n, d] (already trimmed), block by block."""
   sizes = np.asarray(sizes, np.int64)
   total = 0
   for start in range(0, len(sizes), block_size):
-    row_of = ffd_assign(sizes[start:start + block_size], lengths)
+    row_of = fit_assign(sizes[start:start + block_size], lengths)
     total += int(row_of.max()) + 1 if len(row_of) else 0
   return total
 
