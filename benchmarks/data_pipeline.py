@@ -1,7 +1,7 @@
 """Render + tokenize + pack a whole Flan mixture through the training input, and print what it costs.
 
   python benchmarks/data_pipeline.py [--mixture cot_submix] [--engine train|seqio] [--lengths 2048/512] [-n MAX]
-  python benchmarks/data_pipeline.py --mixture flan2022_submix --mock_tfds [-n 100000]
+  python benchmarks/data_pipeline.py --mixture flan2022_submix --mock [-n 100000]
 
 `--engine train` (default) is what `flan-jax train` reads: the mixture's tasks whose data is present, one epoch
 (`-n` stops earlier), sampled by rate, rendered and tokenized in Python (`flan_jax.data.streaming`), FFD-packed and
@@ -9,8 +9,9 @@ laid out as the encoder-decoder batches of `--batch_size` rows (`flan_jax.data.h
 reads the same through `seqio.get_dataset` with our tf.data feature converter (pack='ffd'), the path a T5X user's
 code takes, for comparison. Examples are counted as packed segments.
 
-`--mock_tfds` serves the TFDS-backed families (Muffin, T0-SF, Dialog) from mock rows (`flan_jax.data.mock_sources`)
-so mixtures that need them (flan2022_submix) run offline; CoT and NIV2 read the data dir.
+`--mock` serves the TFDS-backed families (Muffin, T0-SF, Dialog) and the NIv2 tasks whose files the data dir lacks
+from mock rows (`flan_jax.data.mock_sources`), so mixtures that need them (flan2022_submix) run offline; CoT and the
+NIv2 task files that are there are read from the data dir.
 
 Prints: time to import and register the tasks; examples/s and tokens/s (wall and per CPU-second); peak RSS and
 private RSS (RssAnon) as the run goes, so growth with the mixture shows; packed rows against the lower bound
@@ -53,31 +54,43 @@ def peak_rss_mb() -> float:
 
 
 @contextlib.contextmanager
-def mock_tfds(enabled: bool, num_rows: int):
-  """Mock rows for every TFDS dataset the Muffin, T0-SF and Dialog registries read (when `enabled`)."""
+def mock_absent(enabled: bool, num_rows: int):
+  """Mock rows for every TFDS dataset the Muffin, T0-SF and Dialog registries read, and mock task files for the
+  NIv2 tasks the data dir lacks (when `enabled`); the tasks are registered again inside."""
   if not enabled:
     yield
     return
   from flan_jax.data import mock_sources  # pylint: disable=import-outside-toplevel
   import tasks  # pylint: disable=import-outside-toplevel
-  from tasks import flan2022  # pylint: disable=import-outside-toplevel
-  with tempfile.TemporaryDirectory() as tfds_dir, mock_sources.mock_tfds_sources(
-      tfds_dir, num_rows=num_rows, **flan2022.tfds_specs()):
+  from tasks import flan2022, niv2  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory() as tmp, \
+      mock_sources.mock_tfds_sources(os.path.join(tmp, "tfds"), num_rows=num_rows, **flan2022.tfds_specs()), \
+      mock_sources.mock_niv2_tasks(os.path.join(tmp, "data"), niv2.training_tasks(), num_rows=num_rows) as mocked:
     start = time.perf_counter()
     tasks.register_all()  # tasks bind their row counts when registered: again, now that the mock rows serve
-    print(f"mock TFDS rows in place; registered again in {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"mock rows in place (TFDS datasets, and {len(mocked):,} NIv2 task files); registered again in "
+          f"{time.perf_counter() - start:.1f} s; RSS now {rss_mb():,.0f} MB, of which private (RssAnon) "
+          f"{rss_mb('RssAnon'):,.0f} MB (the mock rows are held in memory)", flush=True)
     yield
 
 
-def train_batches(mixture: str, lengths, seed: int, batch_size: int, engine: str):
-  """Packed encoder-decoder batches of one epoch of `mixture`'s present tasks, as numpy."""
+def train_batches(mixture: str, lengths, seed: int, batch_size: int, engine: str, stream_sizes: list):
+  """Packed encoder-decoder batches of one epoch of `mixture`'s present tasks, as numpy. The train engine appends
+  the (inputs, targets) lengths of the examples, in stream order, to `stream_sizes`."""
   import seqio  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import feature_converters, input_pipeline  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import feature_converters, host_batches, input_pipeline, streaming  # pylint: disable=import-outside-toplevel
   name = input_pipeline.present_only(mixture, True, "--mixture")
   converter = feature_converters.EncDecFeatureConverter(pack="ffd")
   if engine == "train":
     config = input_pipeline.InputConfig(name, dict(lengths), batch_size, seed=seed, num_epochs=1)
-    return input_pipeline.host_batches_of(config, converter, 0, 1)
+
+    def tapped(chunks):
+      for chunk in chunks:
+        stream_sizes.append(np.stack([chunk["inputs"][1], chunk["targets"][1]], axis=1))
+        yield chunk
+
+    examples = streaming.mixture_examples(name, input_pipeline.stream_config(config, 0, 1))
+    return host_batches.batches(tapped(examples), input_pipeline.batch_config(config, converter, 1))
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   ds = seqio.get_dataset(mixture_or_task_name=name, task_feature_lengths=dict(lengths), dataset_split="train",
                          shuffle=True, num_epochs=1, seed=seed, feature_converter=converter)
@@ -96,10 +109,11 @@ def segment_lengths(segment_ids: np.ndarray) -> np.ndarray:
 
 def run(args, lengths) -> None:
   examples = tokens = rows = 0
-  sizes: list[np.ndarray] = []
+  sizes: list[np.ndarray] = []  # per packed example, in row order
+  stream_sizes: list[np.ndarray] = []  # per example, in stream order (train engine)
   trace: list[tuple[int, float, float]] = []
   start, cpu_start = time.perf_counter(), time.process_time()
-  for batch in train_batches(args.mixture, lengths, args.seed, args.batch_size, args.engine):
+  for batch in train_batches(args.mixture, lengths, args.seed, args.batch_size, args.engine, stream_sizes):
     enc, dec = batch["encoder_segment_ids"], batch["decoder_segment_ids"]
     sizes.append(np.stack([segment_lengths(enc), segment_lengths(dec)], axis=1))
     examples += len(sizes[-1])
@@ -120,9 +134,13 @@ def run(args, lengths) -> None:
   every = np.concatenate(sizes) if sizes else np.zeros([0, 2], np.int64)
   cap = list(lengths.values())
   bound = packing.lower_bound_rows({"inputs": int(every[:, 0].sum()), "targets": int(every[:, 1].sum())}, lengths)
-  greedy = packing.greedy_row_count(every, cap)
+  # seqio's greedy packer on the same examples, in stream order (the seqio engine only has them in row order, which
+  # flatters greedy: neighbours there already fit together).
+  order = "stream order" if stream_sizes else "row order"
+  in_order = np.concatenate(stream_sizes)[:len(every)] if stream_sizes else every
+  greedy = packing.greedy_row_count(in_order, cap)
   print(f"packed rows: ffd {rows:,} ({rows / max(bound, 1) - 1:+.2%} vs bound {bound:,}; the last partial batch "
-        f"is dropped), seqio greedy on the same examples {greedy:,} ({greedy / max(bound, 1) - 1:+.2%}); fill "
+        f"is dropped), seqio greedy on the same examples in {order} {greedy:,} ({greedy / max(bound, 1) - 1:+.2%}); fill "
         f"inputs {every[:, 0].sum() / max(rows * cap[0], 1):.1%}, targets {every[:, 1].sum() / max(rows * cap[1], 1):.1%}")
 
 
@@ -134,8 +152,9 @@ def main(argv=None) -> int:
   parser.add_argument("--engine", choices=("train", "seqio"), default="train")
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--mock_tfds", action="store_true", help="serve Muffin / T0-SF / Dialog from mock rows")
-  parser.add_argument("--mock_rows", type=int, default=200, help="mock rows per TFDS dataset")
+  parser.add_argument("--mock", action="store_true",
+                      help="serve Muffin / T0-SF / Dialog and the NIv2 tasks absent from the data dir from mock rows")
+  parser.add_argument("--mock_rows", type=int, default=200, help="mock rows per TFDS dataset or NIv2 task")
   parser.add_argument("--trace_every", type=int, default=20000, help="examples between RSS samples")
   parser.add_argument("-n", type=int, default=None, help="stop after this many examples (default: one epoch)")
   args = parser.parse_args(argv)
@@ -149,7 +168,7 @@ def main(argv=None) -> int:
   print(f"imports (TF, seqio, flan_jax) {imported - STARTED:.1f} s; `import tasks` registers {len(seqio.TaskRegistry.names()):,} "
         f"tasks and {len(seqio.MixtureRegistry.names()):,} mixtures in {registered - imported:.1f} s; RSS after "
         f"{rss_mb():,.0f} MB, of which private (RssAnon) {rss_mb('RssAnon'):,.0f} MB", flush=True)
-  with mock_tfds(args.mock_tfds, args.mock_rows):
+  with mock_absent(args.mock, args.mock_rows):
     run(args, lengths)
   return 0
 

@@ -57,6 +57,26 @@ def test_dataset_mock_data_cannot_build_is_named(tmp_path):
   assert tfds_source.read is read and not any(tmp_path.iterdir())
 
 
+def test_niv2_overlay_mocks_missing_task_files_and_restores_the_data_dir(tmp_path, flan_data_dir):
+  from flan_jax.data import data_dir as data_dir_lib
+  from tasks import niv2
+  training = niv2.training_tasks()
+  present = [t for t in training if (flan_data_dir / "niv2" / "tasks" / f"{t}.json").exists()]
+  missing = [t for t in training if t not in present][:2]
+  assert present and len(missing) == 2
+  before = data_dir_lib.data_dir()
+  with mock_sources.mock_niv2_tasks(tmp_path / "overlay", present[:1] + missing, num_rows=4) as mocked:
+    assert mocked == missing
+    assert data_dir_lib.data_dir() == tmp_path / "overlay"
+    examples = list(registry.render(niv2.dataset(missing[0]), registry.niv2_variants()[0], missing[0]))
+    assert len(examples) == 4 and "Mock input 0" in examples[0]["inputs"]
+    real = next(registry.render(niv2.dataset(present[0]), registry.niv2_variants()[0], present[0]))
+    assert "Mock input" not in real["inputs"]
+  assert data_dir_lib.data_dir() == before
+  with pytest.raises(data_dir_lib.DataMissingError):
+    niv2.dataset(missing[0]).check_available()
+
+
 def test_import_leaves_tfds_unimported():
   code = "import sys, flan_jax.data.mock_sources; assert 'tensorflow_datasets' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)

@@ -129,11 +129,17 @@ def host_batches_of(config: InputConfig, feature_converter: seqio.FeatureConvert
                     process_index: int, process_count: int) -> Iterator[dict[str, np.ndarray]]:
   """This process's batches (batch_size / process_count rows each), endless unless num_epochs is set."""
   layout = batch_config(config, feature_converter, process_count)
-  stream = streaming.StreamConfig(
+  examples = streaming.mixture_examples(config.mixture_or_task_name, stream_config(config, process_index,
+                                                                                   process_count))
+  return host_batches.batches(examples, layout)
+
+
+def stream_config(config: InputConfig, process_index: int, process_count: int) -> streaming.StreamConfig:
+  """What decides this process's example stream."""
+  return streaming.StreamConfig(
       lengths=dict(config.task_feature_lengths), seed=config.seed, shuffle=config.shuffle,
       num_epochs=config.num_epochs, shard_index=process_index, num_shards=process_count, split=config.split,
       use_cached=config.use_cached)
-  return host_batches.batches(streaming.mixture_examples(config.mixture_or_task_name, stream), layout)
 
 
 class ResumableIterator:

@@ -16,6 +16,10 @@ Rows per family:
 - T0-SF: `huggingface:bigscience__p3/<subtask>` cannot be mocked offline (its builder would query the Hub), so
   its rows are hand-written with P3's features (`p3_row`).
 
+`mock_niv2_tasks` is the same for the NIv2 task files the data dir lacks: an overlay data dir whose files are links
+to the real ones, plus small task files for the missing tasks (their definitions from flan/niv2_tasks.json, which
+also keeps their mixture rates real).
+
 The library never imports `tasks`, so the caller names the datasets (e.g. `[c.tfds for c in
 muffin.CONFIGS.values()]`). Tasks bind `tfds_source.num_examples` when they are registered, so register
 them inside the context (`tasks.register_all()`, or a family's `register()`); once the context exits, the
@@ -24,6 +28,7 @@ tasks registered in it read the real sources again.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import shutil
@@ -32,6 +37,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data import sources
 from flan_jax.data import tfds_source
 
 MARKER_VERSION = "1.0.0"  # the version dir marked for community datasets, which pin none
@@ -197,3 +204,43 @@ def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_sour
     tfds_source.clear_cache()
     for d in created:
       shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mock_niv2_tasks(overlay_dir: str | os.PathLike, tasks: Iterable[str], num_rows: int = 12) -> Iterator[list[str]]:
+  """Makes the data dir an overlay of the current one in which every NIv2 task of `tasks` has a task file.
+
+  Every entry of the current data dir is linked into `overlay_dir`, except niv2/tasks/, which holds links to the
+  real task files and `num_rows`-instance files for the tasks without one. Yields the mocked task names; on exit
+  the data dir is the previous one again (the overlay's files stay in `overlay_dir`, the caller's to remove).
+  """
+  real = data_dir_lib.data_dir()
+  overlay = pathlib.Path(overlay_dir)
+  meta = sources.niv2_metadata()
+  overlay.mkdir(parents=True, exist_ok=True)
+  for entry in real.iterdir():
+    if entry.name != "niv2":
+      (overlay / entry.name).symlink_to(entry)
+  for entry in (real / "niv2").iterdir():
+    if entry.name != "tasks":
+      (overlay / "niv2").mkdir(parents=True, exist_ok=True)
+      (overlay / "niv2" / entry.name).symlink_to(entry)
+  task_dir = overlay / sources.NIV2_TASKS_DIR
+  task_dir.mkdir(parents=True, exist_ok=True)
+  mocked = []
+  for task in tasks:
+    real_file = real / sources.NIV2_TASKS_DIR / f"{task}.json"
+    if real_file.exists():
+      (task_dir / real_file.name).symlink_to(real_file)
+      continue
+    instances = [{"id": f"{task}-{i}", "input": f"Mock input {i} of {task}.", "output": [f"mock output {i}"]}
+                 for i in range(num_rows)]
+    (task_dir / f"{task}.json").write_text(json.dumps({"Definition": [meta[task]["definition"]],
+                                                       "Instances": instances}))
+    mocked.append(task)
+  previous = data_dir_lib._explicit  # pylint: disable=protected-access  (restored exactly, None included)
+  data_dir_lib.set_data_dir(overlay)
+  try:
+    yield mocked
+  finally:
+    data_dir_lib.set_data_dir(previous)
