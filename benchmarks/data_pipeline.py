@@ -78,7 +78,8 @@ def train_batches(mixture: str, lengths, seed: int, batch_size: int, engine: str
   """Packed encoder-decoder batches of one epoch of `mixture`'s present tasks, as numpy. The train engine appends
   the (inputs, targets) lengths of the examples, in stream order, to `stream_sizes`."""
   import seqio  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import feature_converters, host_batches, input_pipeline, streaming  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from flan_jax.data import feature_converters, host_batches, input_pipeline, streaming
   name = input_pipeline.present_only(mixture, True, "--mixture")
   converter = feature_converters.EncDecFeatureConverter(pack="ffd")
   if engine == "train":
@@ -139,9 +140,10 @@ def run(args, lengths) -> None:
   order = "stream order" if stream_sizes else "row order"
   in_order = np.concatenate(stream_sizes)[:len(every)] if stream_sizes else every
   greedy = packing.greedy_row_count(in_order, cap)
+  fill = [every[:, k].sum() / max(rows * cap[k], 1) for k in range(2)]
   print(f"packed rows: ffd {rows:,} ({rows / max(bound, 1) - 1:+.2%} vs bound {bound:,}; the last partial batch "
-        f"is dropped), seqio greedy on the same examples in {order} {greedy:,} ({greedy / max(bound, 1) - 1:+.2%}); fill "
-        f"inputs {every[:, 0].sum() / max(rows * cap[0], 1):.1%}, targets {every[:, 1].sum() / max(rows * cap[1], 1):.1%}")
+        f"is dropped), seqio greedy on the same examples in {order} {greedy:,} ({greedy / max(bound, 1) - 1:+.2%}); "
+        f"fill inputs {fill[0]:.1%}, targets {fill[1]:.1%}")
 
 
 def main(argv=None) -> int:
@@ -165,9 +167,10 @@ def main(argv=None) -> int:
   imported = time.perf_counter()
   import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   registered = time.perf_counter()
-  print(f"imports (TF, seqio, flan_jax) {imported - STARTED:.1f} s; `import tasks` registers {len(seqio.TaskRegistry.names()):,} "
-        f"tasks and {len(seqio.MixtureRegistry.names()):,} mixtures in {registered - imported:.1f} s; RSS after "
-        f"{rss_mb():,.0f} MB, of which private (RssAnon) {rss_mb('RssAnon'):,.0f} MB", flush=True)
+  print(f"imports (TF, seqio, flan_jax) {imported - STARTED:.1f} s; `import tasks` registers "
+        f"{len(seqio.TaskRegistry.names()):,} tasks and {len(seqio.MixtureRegistry.names()):,} mixtures in "
+        f"{registered - imported:.1f} s; RSS after {rss_mb():,.0f} MB, of which private (RssAnon) "
+        f"{rss_mb('RssAnon'):,.0f} MB", flush=True)
   with mock_absent(args.mock, args.mock_rows):
     run(args, lengths)
   return 0

@@ -2,9 +2,10 @@
 
 Each process reads shard `process_index` of `process_count` of the mixture (`streaming`: tasks sampled by rate,
 rendered and tokenized in Python) and packs it into batches of `batch_size / processes` rows as the configured
-feature converter lays them out (`host_batches`); the trainer assembles global arrays from the process-local rows. The iterator's state is the number of
-batches consumed (plus what identifies the stream); restoring rebuilds the same deterministic stream and skips
-exactly that many batches, so a resumed run sees the batches an uninterrupted run would.
+feature converter lays them out (`host_batches`); the trainer assembles global arrays from the process-local rows.
+The iterator's state is the number of batches consumed (plus what identifies the stream); restoring rebuilds the
+same deterministic stream and skips exactly that many batches, so a resumed run sees the batches an uninterrupted
+run would.
 """
 from __future__ import annotations
 
