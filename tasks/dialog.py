@@ -48,10 +48,6 @@ class DialogConfig:
   extract: Callable[[Any], list[str] | None]  # raw example -> all turns (None: filtered by FLAN)
 
 
-# Rows FLAN's own filters drop (qrecc turns <= 6), per dataset.
-filtered_rows = registry.TaskCounter()
-
-
 def wiki_dialog_turns(ex: Any) -> list[str]:
   return mp.texts(mp.field(ex, "utterances"))[1:]
 
@@ -115,7 +111,7 @@ def rows(config: DialogConfig, randomized: bool) -> Iterator[tuple[int, dict[str
     try:
       turns = config.extract(ex)
       if turns is None:
-        filtered_rows.add(config.name)
+        registry.filtered_rows.add(config.name)
         continue
       dialog, answer = pick_turn(turns, random.Random(f"turn:{config.name}:{idx}"))
       text = format_dialog_random(dialog, formats, random.Random(f"format:{config.name}:{idx}")) \

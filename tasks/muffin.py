@@ -177,10 +177,6 @@ def _configs() -> list[MuffinConfig]:
 CONFIGS: dict[str, MuffinConfig] = {c.name: c for c in _configs()}
 
 
-# Rows FLAN's own filters drop (e.g. gigaword rows with UNK).
-filtered_rows = registry.TaskCounter()
-
-
 def rows(config: MuffinConfig):
   """(index in the split, template fields) for each kept row; malformed rows are warned and counted."""
   where = f"tfds:{config.tfds.full_name}[{config.tfds.split}]"
@@ -191,7 +187,7 @@ def rows(config: MuffinConfig):
       sources.record_skip(where, idx, f"{config.name}: {e}")
       continue
     if fields is None:
-      filtered_rows.add(config.name)
+      registry.filtered_rows.add(config.name)
       continue
     yield idx, fields
 
@@ -201,7 +197,7 @@ def dataset(config: MuffinConfig) -> registry.FlanDataset:
   stored split size, before the preprocessor's filters (returning None) and malformed-row skips: exact
   for the configs whose preprocessor never filters, an upper bound for the others (arc, record, aeslc,
   gigaword, snli, hellaswag, true_case, fix_punct, unified_qa_science_inst). Counting exactly would
-  read every dataset; `filtered_rows` reports what was dropped once one has been read."""
+  read every dataset; `registry.filtered_rows` reports what was dropped once one has been read."""
   return registry.FlanDataset(
       name=config.name, pattern_key=config.pattern_key, task_name=config.name, task_source=TASK_SOURCE,
       rows=functools.partial(rows, config), num_rows=functools.partial(tfds_source.num_examples, config.tfds),

@@ -190,13 +190,9 @@ def rendered_rows(st: T0Subtask, raw_dir: pathlib.Path) -> Iterator[tuple[int, d
       sources.record_skip(path, lineno, str(e))
       continue
     if p3 is None:
-      filtered_rows.add(st.subtask)
+      registry.filtered_rows.add(st.subtask)
       continue
     yield lineno, p3
-
-
-# Raw rows a promptsource template renders to nothing (P3 leaves them out), per subtask.
-filtered_rows = registry.TaskCounter()
 
 
 def _promptsource_rows(st: T0Subtask, raw_dir: pathlib.Path):

@@ -152,3 +152,14 @@ def test_doctor_and_overlap_are_plugged_in_after_the_registry_import(capsys):
   assert {"list", "show", "stats", "download", "verify", "doctor", "overlap"} <= set(sub.choices)
   rc, out, _ = _run(capsys, "doctor", "clifix_qq_unknown", *FIXTURE)
   assert rc == 2
+
+
+def test_rows_left_out_by_flan_filters_are_reported():
+  from flan_jax.data import registry
+  before = cli.skip_counters()
+  registry.filtered_rows.add("flan_jax_test_filtered")
+  registry.filtered_rows.add("flan_jax_test_filtered")
+  after = cli.skip_counters()
+  report = cli._skip_report(*(cli._since(a, b) for a, b in zip(after, before)))  # pylint: disable=protected-access
+  assert "skipped rows: 0" in report
+  assert "rows left out by FLAN's own filters: 2\n  flan_jax_test_filtered: 2" in report

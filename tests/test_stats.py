@@ -58,6 +58,11 @@ def test_skipped_rows_and_dropped_queries_are_shown():
   text = stats_lib.format_stats(s)
   assert "skipped rows: 2\n  flan/cot/x_train.tsv: 2" in text
   assert "few-shot queries dropped for lack of exemplars: 3" in text
+  assert "left out by FLAN's own filters" not in text  # shown only when there are any
+  s.filtered_rows = {"gigaword": 4, "qrecc": 1}
+  text = stats_lib.format_stats(s)
+  assert "rows left out by FLAN's own filters: 5\n  gigaword: 4\n  qrecc: 1" in text
+  assert stats_lib.to_json(s)["filtered_rows"] == {"gigaword": 4, "qrecc": 1}
 
 
 def test_rate_shares_of_a_mixture():

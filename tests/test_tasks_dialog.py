@@ -90,9 +90,9 @@ def test_qrecc_filter_and_malformed_rows(dialog_env, monkeypatch, capsys):
           {"context": np.array([b"a", b"b", b"c"], dtype=object), "turn_id": np.int32(8)}]
   monkeypatch.setattr(tfds_source, "read", lambda spec: enumerate(rows))
   sources.reset_skipped_rows()
-  before = dialog.filtered_rows.counts.get("qrecc", 0)
+  before = registry.filtered_rows.counts.get("qrecc", 0)
   got = list(dialog.rows(dialog.CONFIGS["qrecc"], randomized=False))
   assert [i for i, _ in got] == [2] and got[0][1] == {"dialog_": "DIALOG:\na\n- ", "answer": "b"}
-  assert dialog.filtered_rows.counts["qrecc"] == before + 1
+  assert registry.filtered_rows.counts["qrecc"] == before + 1
   assert sum(sources.skipped_rows().values()) == 1
   assert "q_re_cc:1.0.0[train]:1: skipped row" in capsys.readouterr().err

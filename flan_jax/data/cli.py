@@ -118,23 +118,20 @@ def _to_python(value: Any) -> Any:
   return value
 
 
-def skip_counters() -> tuple[dict[str, int], dict[str, int]]:
-  """(rows skipped per data file, few-shot queries dropped per task) so far in this process."""
+def skip_counters() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+  """(rows skipped per data file, few-shot queries dropped per task, rows FLAN's filters left out per dataset)
+  so far in this process."""
   from flan_jax.data import registry, sources  # pylint: disable=import-outside-toplevel
-  return sources.skipped_rows(), dict(registry.dropped_queries.counts)
+  return sources.skipped_rows(), dict(registry.dropped_queries.counts), dict(registry.filtered_rows.counts)
 
 
 def _since(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
   return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
-def _skip_report(skipped: dict[str, int], dropped: dict[str, int]) -> str:
-  lines = [f"skipped rows: {sum(skipped.values())}"]
-  lines += [f"  {path}: {count}" for path, count in sorted(skipped.items())]
-  if dropped:
-    lines.append(f"few-shot queries dropped for lack of exemplars: {sum(dropped.values())}")
-    lines += [f"  {task}: {count}" for task, count in sorted(dropped.items())]
-  return "\n".join(lines)
+def _skip_report(skipped: dict[str, int], dropped: dict[str, int], filtered: dict[str, int]) -> str:
+  from flan_jax.data import stats as stats_lib  # pylint: disable=import-outside-toplevel
+  return stats_lib.left_out_lines(skipped, dropped, filtered)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -168,7 +165,7 @@ def cmd_show(args: argparse.Namespace) -> int:
           print(f"--- {k} ids ({len(record[k])})\n{record[k]}")
   after = skip_counters()
   # stdout carries the examples (JSONL stays parseable); the skip counts go to stderr with the warnings.
-  print(_skip_report(_since(after[0], before[0]), _since(after[1], before[1])), file=sys.stderr)
+  print(_skip_report(*(_since(a, b) for a, b in zip(after, before))), file=sys.stderr)
   return 0
 
 
@@ -193,8 +190,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
   result = stats_lib.summarize(args.name, stats_lib.rate_shares(provider), examples, lengths, args.block_size)
   result.left_out = left_out
   after = skip_counters()
-  result.skipped_rows = _since(after[0], before[0])
-  result.dropped_queries = _since(after[1], before[1])
+  result.skipped_rows, result.dropped_queries, result.filtered_rows = (_since(a, b) for a, b in zip(after, before))
   if args.json:
     print(json.dumps(stats_lib.to_json(result), indent=2))
   else:

@@ -181,6 +181,9 @@ class TaskCounter:
 
 # Few-shot queries left without any exemplar (FLAN drops them silently; we count).
 dropped_queries = TaskCounter()
+# Rows a task's own FLAN filter leaves out (gigaword rows with UNK, qrecc turns <= 6, P3 rows a promptsource
+# template renders to nothing, ...), per dataset or subtask; reported by `flan-jax data show` / `stats`.
+filtered_rows = TaskCounter()
 
 
 def render(dataset: FlanDataset, variant: Variant, task: str, seed: int = 0, shard_index: int = 0,

@@ -45,6 +45,7 @@ class DataStats:
   packing: list[PackingStats]
   skipped_rows: dict[str, int]  # data file -> rows skipped by its reader (warned on stderr)
   dropped_queries: dict[str, int]  # task -> few-shot queries left with no exemplar
+  filtered_rows: dict[str, int] = dataclasses.field(default_factory=dict)  # dataset -> rows FLAN's filter drops
   over_half_row: int = 0  # examples longer than half a row in some feature: rows >= this too
   left_out: list[str] = dataclasses.field(default_factory=list)  # mixture tasks whose data is not in the data dir
 
@@ -123,13 +124,21 @@ def format_stats(stats: DataStats) -> str:
       lines.append(f"  {p.packer:<7} {p.rows:8,} rows vs bound {p.bound:,} ({p.overhead:+.1%}; {fill})")
     lines.append(f"  {stats.over_half_row:,} examples exceed half a row, so no packer needs fewer than "
                  f"{stats.over_half_row:,} rows either")
-  skipped = sum(stats.skipped_rows.values())
-  lines.append(f"skipped rows: {skipped}" + "".join(f"\n  {path}: {n}" for path, n in
-                                                   sorted(stats.skipped_rows.items())))
-  dropped = sum(stats.dropped_queries.values())
-  if dropped:
-    lines.append(f"few-shot queries dropped for lack of exemplars: {dropped}" +
-                 "".join(f"\n  {t}: {n}" for t, n in sorted(stats.dropped_queries.items())))
+  lines.append(left_out_lines(stats.skipped_rows, stats.dropped_queries, stats.filtered_rows))
+  return "\n".join(lines)
+
+
+def left_out_lines(skipped_rows: Mapping[str, int], dropped_queries: Mapping[str, int],
+                   filtered_rows: Mapping[str, int]) -> str:
+  """What the readers left out: malformed rows (always shown), few-shot queries without exemplars, and rows
+  FLAN's own filters drop (these two when there are any)."""
+  lines = [f"skipped rows: {sum(skipped_rows.values())}"]
+  lines += [f"  {path}: {n}" for path, n in sorted(skipped_rows.items())]
+  for title, counts in (("few-shot queries dropped for lack of exemplars", dropped_queries),
+                        ("rows left out by FLAN's own filters", filtered_rows)):
+    if counts:
+      lines.append(f"{title}: {sum(counts.values())}")
+      lines += [f"  {name}: {n}" for name, n in sorted(counts.items())]
   return "\n".join(lines)
 
 
