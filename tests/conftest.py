@@ -15,6 +15,20 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
 
 
+@pytest.fixture
+def offline(monkeypatch):
+  """Any network connection or TFDS builder construction fails the test."""
+  import socket  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("network or TFDS builder used where only the file system should be")
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+  monkeypatch.setattr(socket, "create_connection", refuse)
+  monkeypatch.setattr(tfds, "builder", refuse)
+  monkeypatch.setattr(tfds, "builder_from_directory", refuse)
+
+
 def _flan_data_dir() -> pathlib.Path:
   env = os.environ.get("FLAN_JAX_DATA_DIR")
   return pathlib.Path(env) if env else SHARED / "flan_data"

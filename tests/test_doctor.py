@@ -5,7 +5,6 @@ ok/MISSING lines, each fix once, exit codes 0/1/2, and no network or TFDS builde
 from __future__ import annotations
 
 import argparse
-import socket
 
 import pytest
 import seqio
@@ -57,13 +56,8 @@ def mixtures():
 
 
 @pytest.fixture
-def offline(monkeypatch):
-  def refuse(*args, **kwargs):
-    raise AssertionError("network or TFDS builder used by the doctor")
-  monkeypatch.setattr(socket.socket, "connect", refuse)
-  monkeypatch.setattr(tfds, "builder", refuse)
-  monkeypatch.setattr(tfds, "builder_from_directory", refuse)
-  yield
+def offline(offline):  # conftest's: no network, no TFDS builder; then forget the TFDS dir the doctor was given
+  yield offline
   tfds_source.set_tfds_data_dir(None)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pathlib
 import shutil
-import socket
 import time
 
 import pytest
@@ -129,17 +128,6 @@ def test_unfinished_build_counts_as_missing(tmp_path):
   (tmp_path / "glue" / "mnli" / "2.0.0").mkdir(parents=True)  # an interrupted build: no dataset_info.json
   (tmp_path / "glue" / "mnli" / "2.0.0" / "glue-train.tfrecord-00000-of-00001").write_bytes(b"")
   assert tfds_source.prepared_dir(TfdsSpec("glue/mnli", "2.0.0"), tmp_path) is None
-
-
-@pytest.fixture
-def offline(monkeypatch):
-  """Any network connection or TFDS builder construction fails the test."""
-  def refuse(*args, **kwargs):
-    raise AssertionError("network or TFDS builder used while deciding presence")
-  monkeypatch.setattr(socket.socket, "connect", refuse)
-  monkeypatch.setattr(socket, "create_connection", refuse)
-  monkeypatch.setattr(tfds, "builder", refuse)
-  monkeypatch.setattr(tfds, "builder_from_directory", refuse)
 
 
 @pytest.mark.parametrize("spec, expected", [
