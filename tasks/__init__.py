@@ -1,4 +1,6 @@
-"""`import tasks` registers every Flan task and mixture with seqio.
+"""`import tasks` registers every Flan task and mixture: in the plain catalog (`registry.TASKS`, `mixing.MIXTURES`)
+and with seqio, unless $FLAN_JAX_SEQIO is 0 (a process that only renders: the training input process, the data
+benchmark), in which case neither seqio nor TensorFlow is imported.
 
 Registration reads only the small metadata files of the data dir (templates.json, niv2_tasks.json,
 the NIv2 split lists); data files are read when a dataset is built. After changing the data dir

@@ -19,8 +19,6 @@ from __future__ import annotations
 import sys
 from typing import Mapping, Sequence
 
-import seqio
-
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import doctor
 from flan_jax.data import mixing
@@ -58,7 +56,7 @@ def register(muffin_bases: Sequence[str], t0_bases: Sequence[str], dialog_bases:
                            {"Dialog": 1, "Dialog-II": mixing.INPUT_INVERSION_RATE})
   for name, parts in SUBMIXES.items():
     names.append(mixing.add_mixture(name, [(p, 1) for p in parts]))
-  missing = [m for m in FLAN2022_RATES if m not in seqio.MixtureRegistry.names()]
+  missing = [m for m in FLAN2022_RATES if m not in mixing.MIXTURES]
   if missing:
     raise KeyError(f"{FLAN2022}: sub-mixtures {missing} are not registered")
   names.append(mixing.add_mixture(FLAN2022, list(FLAN2022_RATES.items())))

@@ -176,7 +176,7 @@ def test_exemplar_rows_are_parsed_once_per_stream_and_examples_unchanged(cot_tas
     ds = dataclasses.replace(src.dataset, rows=_counting_rows(src.dataset, reads))
     cache = registry._ExemplarRowCache(max_rows)
     monkeypatch.setattr(registry, "_exemplar_rows", cache)
-    out = [ex["inputs"] for ex in itertools.islice(registry.render(ds, src.variant, src.task), n)]
+    out = [ex["inputs"] for ex in itertools.islice(registry.render(ds, src.variant, src.name), n)]
     return out, len(reads), cache.reserved
 
   cached, cached_reads, held = first(registry.EXEMPLAR_CACHE_ROWS)

@@ -49,6 +49,19 @@ def test_exit_restores_state_after_an_error(tmp_path):
     tfds_source.set_tfds_data_dir(None)
 
 
+def test_isolated_rows_are_drawn_in_a_child_and_equal(tmp_path):
+  """isolated=True draws in a spawned process (so a TF-free caller stays TF-free) and serves the same rows."""
+  specs = {"dialog": [dialog.CONFIGS["qrecc"].tfds], "muffin": [muffin.CONFIGS["bool_q"].tfds]}
+  with mock_sources.mock_tfds_sources(tmp_path / "a", num_rows=3, **specs) as here:
+    pass
+  with mock_sources.mock_tfds_sources(tmp_path / "b", num_rows=3, isolated=True, **specs) as child:
+    assert len(list(tfds_source.read(specs["dialog"][0]))) == 3
+  assert here.keys() == child.keys() and len(here) == 2
+  for name, rows in here.items():
+    assert [sorted(r) for r in rows] == [sorted(r) for r in child[name]], name
+    assert repr(rows) == repr(child[name]), name
+
+
 def test_dataset_mock_data_cannot_build_is_named(tmp_path):
   read = tfds_source.read
   with pytest.raises(mock_sources.MockDataError, match="no_such_dataset:1.0.0"):
@@ -91,7 +104,7 @@ def flan2022_env(tmp_path_factory):
 
 def _first_example(task: str) -> dict | None:
   src = registry.flan_source(task)
-  return next(registry.render(src.dataset, src.variant, src.task), None)
+  return next(registry.render(src.dataset, src.variant, src.name), None)
 
 
 def test_rows_once_per_dataset(flan2022_env):

@@ -10,6 +10,7 @@ import seqio
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import mixing
 from flan_jax.data import registry
+from flan_jax.data import seqio_tasks
 from flan_jax.data import sources
 from flan_jax.data import templates as tpl
 
@@ -89,7 +90,7 @@ def test_malformed_tsv_rows_are_warned_skipped_counted(tmp_path, flan_data_dir, 
   try:
     src = registry.flan_source("cot_strategyqa_template_0to10_zero_shot")
     before = sources.skipped_rows().get(str(path), 0)
-    examples = list(registry.render(src.dataset, src.variant, src.task))
+    examples = list(registry.render(src.dataset, src.variant, src.name))
     err = capfd.readouterr().err
     assert f"{path}:4: skipped row" in err and f"{path}:24: skipped row" in err
     assert sources.skipped_rows()[str(path)] - before == 2
@@ -122,8 +123,8 @@ def test_source_ids_equal_seqio_tokenization_across_batches(registered):
   task = seqio.get_mixture_or_task("cot_qasc_template_mix_five_shot")
   src = registry.flan_source(task)
   vocab = task.output_features["inputs"].vocabulary
-  want = list(registry.render(src.dataset, src.variant, src.task, shard_index=1, num_shards=2))
-  assert len(want) > 2 * registry.ENCODE_BATCH
+  want = list(registry.render(src.dataset, src.variant, src.name, shard_index=1, num_shards=2))
+  assert len(want) > 2 * seqio_tasks.ENCODE_BATCH
   ds = task.get_dataset(sequence_length=None, shuffle=False, shard_info=seqio.ShardInfo(1, 2))
   got = list(ds.as_numpy_iterator())
   assert len(got) == len(want)
@@ -147,7 +148,7 @@ def test_shuffling_is_in_the_source_per_epoch_and_keeps_templates(registered):
   task = seqio.get_mixture_or_task("cot_qasc_template_0to10_zero_shot")
   assert task.shuffle_buffer_size is None  # no seqio buffer of rendered, tokenized examples
   src = registry.flan_source(task)
-  plain = {e["inputs"]: e["_template_idx"] for e in registry.render(src.dataset, src.variant, src.task)}
+  plain = {e["inputs"]: e["_template_idx"] for e in registry.render(src.dataset, src.variant, src.name)}
   ds = task.get_dataset(sequence_length=None, shuffle=True, seed=3, num_epochs=2)
   got = [(e["inputs_pretokenized"].decode(), e["_template_idx"]) for e in ds.as_numpy_iterator()]
   first, second = got[:len(plain)], got[len(plain):]
@@ -172,14 +173,14 @@ def test_shuffle_plan_shares_one_budget_by_mixture_share():
 def test_mixture_sources_buffer_rows_by_their_share(registered, monkeypatch):
   name = mixing.register_available("cot_submix")
   mix = seqio.get_mixture_or_task(name)
-  assert isinstance(mix, mixing.BudgetedMixture)
+  assert isinstance(mix, seqio_tasks.BudgetedMixture)
   seen = {}
-  real = registry.shuffle_rows
+  real = seqio_tasks.shuffle_rows
 
   def spy(task):
     seen[task] = real(task)
     return seen[task]
-  monkeypatch.setattr(registry, "shuffle_rows", spy)
+  monkeypatch.setattr(seqio_tasks, "shuffle_rows", spy)
   monkeypatch.setattr(registry, "SHUFFLE_BUDGET_ROWS", 3000)
   mix.get_dataset(sequence_length=None, shuffle=True, seed=1, num_epochs=1)
   shares = mixing.rates(name)
@@ -190,4 +191,4 @@ def test_mixture_sources_buffer_rows_by_their_share(registered, monkeypatch):
     assert rows == max(registry.MIN_SHUFFLE_ROWS, min(registry.SOURCE_SHUFFLE_BUFFER, want)), task
   assert len(set(seen.values())) > 1
   # Outside a mixture a task keeps the default buffer.
-  assert registry.shuffle_rows("cot_qasc_template_0to10_zero_shot") == registry.SOURCE_SHUFFLE_BUFFER
+  assert seqio_tasks.shuffle_rows("cot_qasc_template_0to10_zero_shot") == registry.SOURCE_SHUFFLE_BUFFER

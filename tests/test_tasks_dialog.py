@@ -74,7 +74,7 @@ def test_turn_pick_and_formats_by_hand():
 def test_random_format_uses_templates_candidates(dialog_env):
   src = registry.flan_source("wiki_dialog_template_0to10_non_deter_opt_zero_shot")
   formats = dialog.dialog_formats()
-  outs = list(registry.render(src.dataset, src.variant, src.task))
+  outs = list(registry.render(src.dataset, src.variant, src.name))
   assert len(outs) == NUM_ROWS // 10 * 10
   texts = [dict(r)["dialog_"] for _, r in src.dataset.rows()]
   assert any(not t.startswith("DIALOG:\nturn") for t in texts)

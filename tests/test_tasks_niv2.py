@@ -41,7 +41,7 @@ def test_inline_one_shot_pattern(registered, flan_data_dir):
   pos = meta["task1191_food_veg_nonveg"]["positive_examples"]
   pats = json.loads((flan_data_dir / "flan/templates.json").read_text())["INLINE_FS_PATTERNS"]["natinst_v2"]
   src = registry.flan_source("task1191_food_veg_nonveg_template_mix_five_shot")
-  examples = list(registry.render(src.dataset, src.variant, src.task))
+  examples = list(registry.render(src.dataset, src.variant, src.name))
   assert len(examples) == 100 == src.num_examples()  # 101 instances, groups of 10
   for i in (0, 7, 99):
     inst = raw["Instances"][i]
@@ -58,7 +58,7 @@ def test_inline_one_shot_pattern(registered, flan_data_dir):
 def test_x_shot_starts_with_the_definition(registered, flan_data_dir):
   raw = json.loads((flan_data_dir / "niv2/tasks/task1191_food_veg_nonveg.json").read_text())
   src = registry.flan_source("task1191_food_veg_nonveg_template_0to10_x_shot")
-  examples = list(registry.render(src.dataset, src.variant, src.task))
+  examples = list(registry.render(src.dataset, src.variant, src.name))
   assert examples and all(e["inputs"].startswith(raw["Definition"][0] + "\n\n") for e in examples)
   assert all(e["targets"] == e["targets"].strip() for e in examples)
 
@@ -105,3 +105,21 @@ def test_available_mixture_leaves_out_missing_files(registered, capfd):
   assert "leaving out cot_esnli_template_0to10_zero_shot" in err and len(kept) == 14
   with pytest.raises(KeyError, match="unknown tasks"):
     mixing.register_capped("bad_mix", ["no_such_task"], 10)
+
+
+def test_readers_of_a_task_file_share_one_parse_and_skips_count_once(tmp_path, monkeypatch):
+  from flan_jax.data import sources
+  task = "task9999_shared_parse_test"
+  (tmp_path / "niv2" / "tasks").mkdir(parents=True)
+  instances = [{"id": f"i{i}", "input": f"in {i}", "output": [f"out {i}", "alt"]} for i in range(4)]
+  instances.insert(2, {"id": "bad", "input": "no output"})
+  (tmp_path / "niv2" / "tasks" / f"{task}.json").write_text(json.dumps({"Definition": ["Do it."],
+                                                                        "Instances": instances}, indent=1))
+  monkeypatch.setattr(data_dir_lib, "_explicit", tmp_path)
+  sources.reset_skipped_rows()
+  (d1, rows1), (d2, rows2) = sources.read_niv2_instances(task), sources.read_niv2_instances(task)
+  assert d1 == d2 == "Do it."
+  first, second = list(rows1), list(rows2)
+  assert first == second == [(i + (i >= 2), {"input": f"in {i}", "output": f"out {i}"}) for i in range(4)]
+  assert first[0][1]["input"] is second[0][1]["input"]  # one parse behind both readers
+  assert sources.skipped_rows() == {str(tmp_path / "niv2" / "tasks" / f"{task}.json"): 1}

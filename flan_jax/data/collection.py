@@ -52,14 +52,10 @@ class PartCount:
 
 def registered_bases() -> dict[str, dict[str, object]]:
   """part -> {base name: its FlanDataset}, over every registered Flan task."""
-  import seqio  # pylint: disable=import-outside-toplevel
   from flan_jax.data import registry  # pylint: disable=import-outside-toplevel
   out: dict[str, dict[str, object]] = collections.defaultdict(dict)
-  for name in seqio.TaskRegistry.names():
-    source = seqio.TaskRegistry.get(name).source
-    if not isinstance(source, registry.FlanDataSource):
-      continue
-    ds = source.dataset
+  for task in registry.TASKS.values():
+    ds = task.dataset
     part = PART_OF_SOURCE.get(ds.task_source)
     if part is None or INVERSION_MARK in ds.name:
       continue

@@ -24,19 +24,19 @@ class TaskStatus:
 
 def diagnose(name: str) -> list[TaskStatus]:
   """The status of every leaf task of a task or mixture (sub-mixtures flattened), sorted by name."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import registry  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import mixing, registry  # pylint: disable=import-outside-toplevel
   out = []
-  for task in seqio.get_subtasks(seqio.get_mixture_or_task(name)):
-    if not isinstance(task.source, registry.FlanDataSource):  # its data is the task's own business
-      out.append(TaskStatus(task.name, True, "not a Flan task; presence not checked"))
+  for task in sorted(mixing.leaves(name)):
+    flan_task = registry.TASKS.get(task)
+    if flan_task is None:  # its data is the task's own business
+      out.append(TaskStatus(task, True, "not a Flan task; presence not checked"))
       continue
     try:
-      task.source.dataset.check_available()
+      flan_task.dataset.check_available()
     except data_dir_lib.DataMissingError as e:
-      out.append(TaskStatus(task.name, False, str(e)))
+      out.append(TaskStatus(task, False, str(e)))
       continue
-    out.append(TaskStatus(task.name, True))
+    out.append(TaskStatus(task, True))
   return out
 
 

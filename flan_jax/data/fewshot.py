@@ -15,6 +15,7 @@ import threading
 from typing import Callable, Hashable, Iterable, Iterator, MutableMapping, Sequence, TypeVar
 
 from flan_jax.data import templates as templates_lib
+from flan_jax.data import tokenizer
 
 FEW_SHOT_MAX_LEN = 1920
 SHUFFLE_BUFFER_SIZE = 1000
@@ -92,21 +93,12 @@ class _TokenCounter:
   """
 
   def __init__(self, max_words: int = MAX_MEMO_WORDS):
-    self._sp = None
     self._lock = threading.Lock()
     self._words: dict[str, int] = {}
     self._max_words = max_words
 
-  def _processor(self):
-    if self._sp is None:
-      with self._lock:
-        if self._sp is None:
-          from flan_jax.data import vocab  # seqio import is heavy; defer until tokens are needed
-          self._sp = vocab.get_vocabulary().tokenizer
-    return self._sp
-
   def __call__(self, texts: Sequence[str]) -> list[int]:
-    sp = self._processor()
+    sp = tokenizer.processor()
     whole = [t for t in texts if not _word_countable(t)]
     counts = dict(zip(whole, (len(ids) for ids in sp.encode(whole, num_threads=1)))) if whole else {}
     split = [None if t in counts else t.split() for t in texts]

@@ -11,12 +11,14 @@ Blocks are consecutive slices of the example stream, so the batches are a pure f
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 import numpy as np
-import seqio
 
 from flan_jax.data import packing
+
+if TYPE_CHECKING:  # the layout itself needs no seqio (and so no TensorFlow)
+  import seqio
 
 Ragged = tuple[np.ndarray, np.ndarray]
 
@@ -35,6 +37,7 @@ class BatchConfig:
 def config_from_converter(converter: seqio.FeatureConverter, lengths: Mapping[str, int],
                           batch_size: int) -> BatchConfig:
   """The batch layout a seqio feature converter describes (ours, or seqio's own EncDec / PrefixLM)."""
+  import seqio  # pylint: disable=import-outside-toplevel,redefined-outer-name
   if isinstance(converter, seqio.PrefixLMFeatureConverter):
     model = "prefix_lm"
   elif isinstance(converter, seqio.EncDecFeatureConverter):

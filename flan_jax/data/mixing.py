@@ -2,7 +2,11 @@
 
 Caps per submix (FLAN 30,000, T0 20,000, CoT 100,000, NIv2 5,000, Dialog 200,000; input-inversion submixes
 share their parent's cap and enter at rate 0.3). Rates are callables evaluated when a mixture is built,
-from counts that need no rendering (`FlanDataSource.num_examples`), so registering stays fast.
+from counts that need no rendering (`FlanTask.num_examples`), so registering stays fast.
+
+Mixtures are kept in `MIXTURES` (name -> [(task or mixture, rate)]) and, unless $FLAN_JAX_SEQIO is 0, also
+registered with seqio (`seqio_tasks.add_mixture`); `rates` reads `MIXTURES`, and seqio's registry only for
+mixtures registered there by other code.
 
 Names follow upstream: `palmflan_<key>_{zs,fs}_{opt,noopt}` (one per template style),
 `palmflan_<key>_zs(<zs>)_opts(<opt>)` (their combination), and a top-level override name such as
@@ -10,10 +14,9 @@ Names follow upstream: `palmflan_<key>_{zs,fs}_{opt,noopt}` (one per template st
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
-from typing import Callable, Iterable, Mapping, Sequence
-
-import seqio
+from typing import Any, Iterable, Mapping, Sequence
 
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import registry
@@ -33,48 +36,52 @@ FS_NOOPT_TEMPLATES = ("{t}_template_0to10_no_opt_x_shot",)
 SETTINGS = (("zsopt", 1, 1), ("zsnoopt", 1, 0), ("fsopt", 0, 1), ("fsnoopt", 0, 0))
 
 
-def num_examples(task: seqio.Task | str) -> int:
-  return registry.flan_source(task).num_examples()
+Rate = Any  # a number, or a callable of the task (CappedRate, or any seqio rate function)
+MIXTURES: dict[str, list[tuple[str, Rate]]] = {}
 
 
-def capped_rate(cap: int) -> Callable[[seqio.Task], float]:
-  """seqio rate callable: min(cap, examples of the task)."""
-  def rate(task: seqio.Task) -> float:
-    return float(min(cap, num_examples(task)))
-  rate.__name__ = f"min_{cap}_num_examples"
-  return rate
+def num_examples(task: Any) -> int:
+  """Examples of a Flan task, given as a name, a `registry.FlanTask` or a seqio Task."""
+  return (task if isinstance(task, registry.FlanTask) else registry.flan_source(task)).num_examples()
 
 
-class BudgetedMixture(seqio.Mixture):
-  """A seqio Mixture whose Flan tasks share one budget of shuffle-buffer rows (by mixture share,
-  `registry.shuffle_plan`), so the buffered rows stay bounded however many tasks it holds."""
+@dataclasses.dataclass(frozen=True)
+class CappedRate:
+  """Rate min(cap, examples of the task); callable on a FlanTask or a seqio Task, as seqio calls rates."""
+  cap: int
 
-  def get_dataset(self, *args, **kwargs):
-    plan = registry.shuffle_plan(rates(self.name))
-    with registry.shuffle_budget(plan):
-      return super().get_dataset(*args, **kwargs)
+  def __call__(self, task: Any) -> float:
+    return float(min(self.cap, num_examples(task)))
 
 
-def add_mixture(name: str, tasks, **kwargs) -> str:
-  """(Re-)registers a mixture as a BudgetedMixture, so its tasks' shuffle buffers share one memory budget."""
-  if name in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, tasks, mixture_cls=BudgetedMixture, **kwargs)
+def add_mixture(name: str, tasks: Sequence[str | tuple[str, Rate]], default_rate: Rate | None = None) -> str:
+  """(Re-)registers a mixture of task or mixture names (at `default_rate`) or (name, rate) pairs."""
+  parts = []
+  for t in tasks:
+    if isinstance(t, str):
+      if default_rate is None:
+        raise ValueError(f"mixture {name}: {t} has no rate and no default_rate is given")
+      t = (t, default_rate)
+    parts.append(t)
+  MIXTURES[name] = parts
+  if registry.registers_with_seqio():
+    from flan_jax.data import seqio_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
+    seqio_tasks.add_mixture(name, parts)
   return name
 
 
 def register_capped(name: str, task_names: Sequence[str], cap: int) -> str:
-  """A mixture of tasks, each at rate min(cap, examples)."""
-  missing = [t for t in task_names if t not in seqio.TaskRegistry.names()]
+  """A mixture of Flan tasks, each at rate min(cap, examples)."""
+  missing = [t for t in task_names if t not in registry.TASKS]
   if missing:
     raise KeyError(f"mixture {name}: unknown tasks {missing[:5]}{'...' if len(missing) > 5 else ''}")
-  return add_mixture(name, list(task_names), default_rate=capped_rate(cap))
+  return add_mixture(name, list(task_names), default_rate=CappedRate(cap))
 
 
 def template_tasks(bases: Iterable[str], templates: Sequence[str], first_registered: bool) -> list[str]:
   """Task names for each base: all templates, or (zero-shot options) the first one registered
   (the non-deterministic-options variant where the task has options, else the plain one)."""
-  names = seqio.TaskRegistry.names()
+  names = registry.TASKS
   out = []
   for base in bases:
     formatted = [t.format(t=base) for t in templates]
@@ -127,20 +134,47 @@ def register_settings(family: str, submixes: Mapping[str, Sequence[str]],
 def rates(mixture: str) -> dict[str, float]:
   """Effective rate of every task of a mixture, sub-mixtures flattened as seqio's `get_rate` does
   (a sub-mixture's rate split over its tasks in proportion to their rates), in one pass."""
-  mix = seqio.get_mixture_or_task(mixture)
-  if isinstance(mix, seqio.Task):
-    return {mix.name: 1.0}
+  parts = _parts(mixture)
+  if parts is None:
+    return {mixture: 1.0}
   out: dict[str, float] = {}
-  for name, rate in mix.rate_per_task_name.items():
-    if name in seqio.MixtureRegistry.names():
+  for name, rate in parts:
+    if _parts(name) is not None:
       sub = rates(name)
       total = sum(sub.values())
       for task, r in sub.items():
         out[task] = out.get(task, 0.0) + float(rate) * r / total
     else:
-      task = seqio.TaskRegistry.get(name)
-      out[name] = out.get(name, 0.0) + float(rate(task) if callable(rate) else rate)
+      out[name] = out.get(name, 0.0) + (float(rate(_task(name))) if callable(rate) else float(rate))
   return out
+
+
+def leaves(mixture: str) -> list[str]:
+  """The tasks of a task or mixture, sub-mixtures flattened, without evaluating any rate."""
+  parts = _parts(mixture)
+  if parts is None:
+    return [mixture]
+  return list(dict.fromkeys(task for name, _ in parts for task in leaves(name)))
+
+
+def _parts(name: str) -> list[tuple[str, Rate]] | None:
+  """A mixture's (name, rate) parts, or None for a task; unknown names raise (naming them)."""
+  if name in MIXTURES:
+    return MIXTURES[name]
+  if name in registry.TASKS:
+    return None
+  if not registry.registers_with_seqio():
+    raise ValueError(f"unknown task or mixture {name!r} (seqio registration is off: ${registry.SEQIO_ENV}=0)")
+  import seqio  # pylint: disable=import-outside-toplevel
+  item = seqio.get_mixture_or_task(name)
+  return None if isinstance(item, seqio.Task) else list(item.rate_per_task_name.items())
+
+
+def _task(name: str) -> Any:
+  if name in registry.TASKS:
+    return registry.TASKS[name]
+  import seqio  # pylint: disable=import-outside-toplevel
+  return seqio.TaskRegistry.get(name)
 
 
 def register_available(mixture: str, name: str | None = None) -> str:

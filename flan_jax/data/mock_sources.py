@@ -27,8 +27,10 @@ tasks registered in it read the real sources again.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -168,16 +170,22 @@ def _write_markers(tfds_dir: pathlib.Path, specs: Iterable[tfds_source.TfdsSpec]
 def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_source.TfdsSpec] = (),
                       dialog: Iterable[tfds_source.TfdsSpec] = (),
                       p3: Mapping[tfds_source.TfdsSpec, bool] | None = None,
-                      num_rows: int = 12) -> Iterator[dict[str, list[dict[str, Any]]]]:
+                      num_rows: int = 12, isolated: bool = False) -> Iterator[dict[str, list[dict[str, Any]]]]:
   """Serves mock rows for the given datasets from `tfds_dir` while the context is open.
 
   muffin / dialog: the TFDS specs the Muffin / Dialog tasks read; p3: each T0-SF subtask's spec and whether
-  it is multiple choice. Yields the rows by `TfdsSpec.full_name`. On exit the readers, the TFDS data dir and
+  it is multiple choice. `isolated`: draw the rows in a spawned child process, so this one never imports
+  TensorFlow (mock_data needs it; a process measuring the TF-free rendering path must not). Yields the rows by
+  `TfdsSpec.full_name`. On exit the readers, the TFDS data dir and
   the opened builders are as before, and the marker dirs this created under `tfds_dir` are removed.
   Datasets not given are read from the real TFDS sources (in `tfds_dir`, so they are missing).
   """
   muffin, dialog, p3 = list(muffin), list(dialog), dict(p3 or {})
-  rows = _draw_rows(muffin, dialog, p3, num_rows)
+  if isolated:
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+      rows = child.submit(_draw_rows, muffin, dialog, p3, num_rows).result()
+  else:
+    rows = _draw_rows(muffin, dialog, p3, num_rows)
   tfds_dir = pathlib.Path(tfds_dir)
   tfds_dir.mkdir(parents=True, exist_ok=True)
   created = _write_markers(tfds_dir, [*muffin, *dialog, *p3])

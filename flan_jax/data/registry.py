@@ -1,13 +1,12 @@
-"""Declaring a Flan dataset once and registering it as seqio Tasks in every FLAN variant.
+"""Declaring a Flan dataset once and registering it as a task in every FLAN variant.
 
 A `FlanDataset` says where rows come from (a generator of feature dicts), which templates.json key formats
 them, and the `_task_name` / `_task_source` it carries. `flan_variants` / `niv2_variants` list the variants
 FLAN registers (zero-shot with and without options, few-shot template_0/1/2, mix and 0to10), and
-`register_variants` adds one seqio Task per variant. Rendering is plain Python; the source tokenizes
-what it renders in batches (one SentencePiece call per batch, ids equal to seqio's tokenize) and hands
-whole batches to `tf.data.Dataset.from_generator`, split back into examples in TF, so neither the
-per-example Python->TF conversion nor seqio's per-example tokenize map is paid. The task then only
-appends EOS after trimming (`TOKENIZE`). Sharding happens at the source, before any rendering.
+`register_variants` adds one `FlanTask` per variant to `TASKS` and, unless $FLAN_JAX_SEQIO is 0, one seqio Task
+(`seqio_tasks`). Rendering (`render`) is plain Python: this module imports neither seqio nor TensorFlow, so a
+process that only renders (the data benchmark, an input process) stays small. Sharding happens at the source,
+before any rendering.
 
 Muffin / T0-SF / Dialog reuse this: build a `FlanDataset` whose `rows` yields the fields the templates
 read (for multiple-choice tasks: `options` list + `answer`, with `has_options=True`).
@@ -16,20 +15,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import contextvars
 import dataclasses
 import itertools
+import os
 import random
 import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import numpy as np
-import seqio
-import tensorflow as tf
-
+from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import fewshot
 from flan_jax.data import templates as tpl
-from flan_jax.data import vocab
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
 X_SHOT_CANDIDATES = 25
@@ -342,121 +337,38 @@ def _exemplar_maker(dataset, variant, features, idx, row_id, constants, rng_key,
 
 
 # --------------------------------------------------------------------------------------------------
-# seqio glue.
+# The catalog of registered Flan tasks.
 
-ENCODE_BATCH = 128
+SEQIO_ENV = "FLAN_JAX_SEQIO"
 SOURCE_SHUFFLE_BUFFER = 1000  # raw rows per task when shuffling (seqio's default, but of rows)
 # Within a mixture the per-task buffers share a budget: a task buffers rows in proportion to its share
 # of the mixture, between MIN_SHUFFLE_ROWS and SOURCE_SHUFFLE_BUFFER, so a mixture of n tasks buffers
 # at most SHUFFLE_BUDGET_ROWS + n * MIN_SHUFFLE_ROWS rows (not n * 1,000: GBs for ~2,000 tasks).
 SHUFFLE_BUDGET_ROWS = 100_000
 MIN_SHUFFLE_ROWS = 32
-_shuffle_plan: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar(
-    "flan_shuffle_plan", default=None)
 
 
-def shuffle_plan(shares: Mapping[str, float], budget: int | None = None) -> dict[str, int]:
-  """Rows each task buffers when shuffling, from its share of the mixture (shares need not sum to 1);
-  `budget` defaults to SHUFFLE_BUDGET_ROWS."""
-  budget = SHUFFLE_BUDGET_ROWS if budget is None else budget
-  total = sum(shares.values())
-  if total <= 0:
-    raise ValueError(f"shuffle plan: mixture rates sum to {total}")
-  return {t: max(MIN_SHUFFLE_ROWS, min(SOURCE_SHUFFLE_BUFFER, round(budget * r / total)))
-          for t, r in shares.items()}
+def registers_with_seqio() -> bool:
+  """False when $FLAN_JAX_SEQIO is 0: tasks and mixtures then go to the plain catalog only, and seqio (with
+  TensorFlow, ~860 MB resident) is never imported by registration."""
+  return os.environ.get(SEQIO_ENV, "1") != "0"
 
 
-@contextlib.contextmanager
-def shuffle_budget(plan: Mapping[str, int]):
-  """Sources built inside (`FlanDataSource.get_dataset`) take their buffer size from `plan`."""
-  token = _shuffle_plan.set(plan)
-  try:
-    yield
-  finally:
-    _shuffle_plan.reset(token)
-
-
-def shuffle_rows(task: str) -> int:
-  """The raw-row shuffle buffer of `task`: its share of the mixture being built, else the default."""
-  plan = _shuffle_plan.get()
-  return SOURCE_SHUFFLE_BUFFER if plan is None else plan.get(task, SOURCE_SHUFFLE_BUFFER)
-_CONSTANT_FEATURES = ("_task_name", "_task_source", "_template_type")
-
-
-def encoded_batches(examples: Iterator[dict[str, Any]],
-                    batch_size: int = ENCODE_BATCH) -> Iterator[dict[str, np.ndarray]]:
-  """Rendered examples, `batch_size` at a time, tokenized with one SentencePiece call per batch.
-
-  `inputs` / `targets` are the ids (no EOS yet: seqio's append_eos_after_trim adds it after trimming,
-  as after its own tokenize) as flat values + row lengths; the texts stay as `*_pretokenized`.
-  """
-  sp = vocab.get_vocabulary().tokenizer
-  while True:
-    chunk = list(itertools.islice(examples, batch_size))
-    if not chunk:
-      return
-    texts = [ex["inputs"] for ex in chunk] + [ex["targets"] for ex in chunk]
-    ids = sp.encode(texts)
-    out = {"_template_idx": np.array([ex["_template_idx"] for ex in chunk], np.int32)}
-    for i, key in enumerate(("inputs", "targets")):
-      part = ids[i * len(chunk):(i + 1) * len(chunk)]
-      out[f"{key}_pretokenized"] = np.array(texts[i * len(chunk):(i + 1) * len(chunk)], dtype=object)
-      out[f"{key}_lengths"] = np.fromiter(map(len, part), np.int64, len(part))
-      out[f"{key}_values"] = np.fromiter(itertools.chain.from_iterable(part), np.int32)
-    yield out
-
-
-def output_signature() -> dict[str, tf.TensorSpec]:
-  """The per-batch signature of `encoded_batches`."""
-  sig = {f"{k}_{part}": tf.TensorSpec(shape=(None,), dtype=dtype)
-         for k in ("inputs", "targets")
-         for part, dtype in (("values", tf.int32), ("lengths", tf.int64), ("pretokenized", tf.string))}
-  sig["_template_idx"] = tf.TensorSpec(shape=(None,), dtype=tf.int32)
-  return sig
-
-
-def _examples_of_batch(meta: Mapping[str, str]):
-  def fn(batch):
-    n = tf.shape(batch["_template_idx"])[0]
-    out = {k: tf.RaggedTensor.from_row_lengths(batch[f"{k}_values"], batch[f"{k}_lengths"])
-           for k in ("inputs", "targets")}
-    out.update({f"{k}_pretokenized": batch[f"{k}_pretokenized"] for k in ("inputs", "targets")})
-    out["_template_idx"] = batch["_template_idx"]
-    out.update({k: tf.fill([n], tf.constant(v, tf.string)) for k, v in meta.items()})
-    return out
-  return fn
-
-
-class FlanDataSource(seqio.DataSource):
-  """A seqio DataSource rendering one (dataset, variant) in Python; shards before rendering."""
-
-  def __init__(self, dataset: FlanDataset, variant: Variant, task: str):
-    self.dataset = dataset
-    self.variant = variant
-    self.task = task
-    # The source shuffles its rows itself (a buffer of raw rows per task), so a task registered with
-    # shuffle_buffer_size=None holds no buffer of rendered, tokenized examples: with seqio's default
-    # per-task buffer of 1,000 such examples, memory and start-up work grow with the mixture.
-    super().__init__(splits=("train",), performs_internal_shuffling=True)
-
-  @property
-  def supports_arbitrary_sharding(self) -> bool:
-    return True
-
-  def list_shards(self, split: str) -> Sequence[str]:
-    return [split]
-
-  def num_input_examples(self, split: str) -> int | None:
-    # None on purpose: seqio would otherwise cache any task under 10,000 examples in memory,
-    # and we stream. Use `num_examples()` for counts.
-    return None
+@dataclasses.dataclass(eq=False)
+class FlanTask:
+  """A registered Flan task: one dataset in one variant, scored by `metric_fns` on outputs passed through
+  `postprocess_fn`."""
+  name: str
+  dataset: FlanDataset
+  variant: Variant
+  postprocess_fn: Callable | None = None
+  metric_fns: tuple[Callable, ...] = ()
 
   def num_examples(self) -> int:
     """Examples this task yields (rows after round-robin grouping), from a cheap row count, or from
     FLAN's num_cases.json when the data file is absent (as upstream, input inversion reuses the base's
     numbers). Few-shot queries dropped for lack of exemplars are not subtracted (unknowable unbuilt).
-    Memoized per data dir: seqio evaluates mixture rates once per task and sub-task."""
-    from flan_jax.data import data_dir as data_dir_lib  # pylint: disable=import-outside-toplevel
+    Memoized per data dir: mixture rates ask once per task and sub-mixture."""
     key = str(data_dir_lib.data_dir())
     memo = getattr(self, "_count_memo", None)
     if memo is not None and memo[0] == key:
@@ -469,49 +381,22 @@ class FlanDataSource(seqio.DataSource):
     try:
       n = self.dataset.num_rows()
     except FileNotFoundError:
-      return _num_cases(self.dataset, self.variant)
+      return self._num_cases()
     t = len(self.variant.patterns)
     return n // t * t
 
-  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
-                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
-                  use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
-    del sequence_length, use_cached, num_epochs
-    if split not in self.splits:
-      raise ValueError(f"task {self.task} has no split {split!r}; it has {list(self.splits)}")
-    self.dataset.check_available()  # fail here, with the download command, not inside TF
-    index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
-    seed = 0 if seed is None else int(seed)
-    buffer = shuffle_rows(self.task) if shuffle else 0
-    epochs = itertools.count()  # seqio repeats the dataset by calling the generator again
-
-    def batches():
-      return encoded_batches(render(self.dataset, self.variant, self.task, seed, index, count,
-                                    shuffle_buffer=buffer, epoch=next(epochs)))
-
-    # Whole batches cross from Python into TF (one conversion per batch, not per example), then
-    # are split back into examples in TF.
-    ds = tf.data.Dataset.from_generator(batches, output_signature=output_signature())
-    meta = {"_task_name": self.dataset.task_name, "_task_source": self.dataset.task_source,
-            "_template_type": self.variant.template_type}
-    return ds.map(_examples_of_batch(meta)).unbatch()
+  def _num_cases(self) -> int:
+    from flan_jax.data import sources  # pylint: disable=import-outside-toplevel
+    table = sources.load_json_cached(data_dir_lib.data_file("flan/num_cases.json", source="flan"))
+    cases = table["T_NAME_TO_NUM_CASES"]
+    for key in (self.dataset.name, self.dataset.name.replace("_input_inversion", "")):
+      if key in cases:
+        return int(cases[key][self.variant.count_key])
+    self.dataset.check_available()  # raises the DataMissingError naming the download command
+    raise KeyError(f"no row count for {self.dataset.name}")
 
 
-def _num_cases(dataset: FlanDataset, variant: Variant) -> int:
-  from flan_jax.data import data_dir as data_dir_lib  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import sources  # pylint: disable=import-outside-toplevel
-  table = sources.load_json_cached(data_dir_lib.data_file("flan/num_cases.json", source="flan"))
-  cases = table["T_NAME_TO_NUM_CASES"]
-  for key in (dataset.name, dataset.name.replace("_input_inversion", "")):
-    if key in cases:
-      return int(cases[key][variant.count_key])
-  dataset.check_available()  # raises the DataMissingError naming the download command
-  raise KeyError(f"no row count for {dataset.name}")
-
-
-# The source already yields token ids (tokenized in Python, in batches) and the pre-tokenized text, so
-# seqio's per-example tokenize map is not needed: only EOS is appended, after trimming, as seqio does.
-TOKENIZE = (seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim)
+TASKS: dict[str, FlanTask] = {}
 
 
 def register_variants(dataset: FlanDataset, variants: Sequence[Variant], postprocess_fn: Callable | None = None,
@@ -519,34 +404,39 @@ def register_variants(dataset: FlanDataset, variants: Sequence[Variant], postpro
   """Registers `<dataset.name><variant.suffix>` for each variant (replacing earlier ones), each scored by
   `metric_fns` on outputs passed through `postprocess_fn`."""
   names = []
-  features = vocab.output_features()
   for v in variants:
-    name = dataset.name + v.suffix
-    if name in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, source=FlanDataSource(dataset, v, name),
-                           preprocessors=list(TOKENIZE), output_features=features,
-                           postprocess_fn=postprocess_fn, metric_fns=list(metric_fns),
-                           shuffle_buffer_size=None)
-    names.append(name)
+    task = FlanTask(dataset.name + v.suffix, dataset, v, postprocess_fn, tuple(metric_fns))
+    TASKS[task.name] = task
+    if registers_with_seqio():
+      from flan_jax.data import seqio_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
+      seqio_tasks.add_task(task)
+    names.append(task.name)
   return names
+
+
+def flan_source(task: Any) -> FlanTask:
+  """The Flan task of a name or a seqio Task (or a clear error for other tasks)."""
+  if isinstance(task, str):
+    found = TASKS.get(task)
+  else:  # a seqio Task: its source decides, so a Flan name re-registered as another task is not mistaken
+    found = getattr(task.source, "flan_task", None)
+  if not isinstance(found, FlanTask):
+    raise TypeError(f"task {task if isinstance(task, str) else task.name} is not a Flan task")
+  return found
 
 
 def mix_separators() -> dict[str, str]:
   """The example separator chosen for each registered `_mix*_five_shot` few-shot task."""
-  out = {}
-  for name in seqio.TaskRegistry.names():
-    task = seqio.TaskRegistry.get(name)
-    source = task.source
-    if isinstance(source, FlanDataSource) and source.variant.few_shot is not None and \
-        "_template_mix" in source.variant.suffix:
-      out[name] = source.variant.few_shot.example_separator
-  return out
+  return {name: t.variant.few_shot.example_separator for name, t in TASKS.items()
+          if t.variant.few_shot is not None and "_template_mix" in t.variant.suffix}
 
 
-def flan_source(task: seqio.Task | str) -> FlanDataSource:
-  """The FlanDataSource behind a task (or a clear error for other tasks)."""
-  task = seqio.TaskRegistry.get(task) if isinstance(task, str) else task
-  if not isinstance(task.source, FlanDataSource):
-    raise TypeError(f"task {task.name} is not a Flan task")
-  return task.source
+def shuffle_plan(shares: Mapping[str, float], budget: int | None = None) -> dict[str, int]:
+  """Rows each task buffers when shuffling, from its share of the mixture (shares need not sum to 1);
+  `budget` defaults to SHUFFLE_BUDGET_ROWS."""
+  budget = SHUFFLE_BUDGET_ROWS if budget is None else budget
+  total = sum(shares.values())
+  if total <= 0:
+    raise ValueError(f"shuffle plan: mixture rates sum to {total}")
+  return {t: max(MIN_SHUFFLE_ROWS, min(SOURCE_SHUFFLE_BUFFER, round(budget * r / total)))
+          for t, r in shares.items()}

@@ -13,6 +13,7 @@ import os
 import pathlib
 import sys
 import threading
+import weakref
 from typing import Any, Iterator
 
 from flan_jax.data import data_dir as data_dir_lib
@@ -162,27 +163,52 @@ def niv2_task_path(task: str) -> pathlib.Path:
 def read_niv2_instances(task: str) -> tuple[str, Iterator[tuple[int, dict[str, str]]]]:
   """(definition, iterator of (instance index, {input, output})) from a raw NIv2 task file.
 
-  An instance without an output list is skipped and counted; the first output is the target.
+  An instance without an output list is skipped and counted (once per parse of the file); the first output is the
+  target. Every reader of one file version shares one parse (`_niv2_parsed`).
   """
-  path = niv2_task_path(task)
+  parsed = _niv2_parsed(niv2_task_path(task))
+
+  def gen():
+    for i, inputs, output in parsed:
+      yield i, {"input": inputs, "output": output}
+
+  return parsed.definition, gen()
+
+
+class _Niv2Instances(list):
+  """A task file's usable instances as (index, input, first output), and its definition."""
+  __slots__ = ("definition", "__weakref__")
+
+
+# A mixture keeps every NIv2 task open at once, each in up to 8 variants plus their exemplar streams; parsed once
+# per reader that would be ~10 copies of every file. Weak values: a parse lives while some reader holds it.
+_niv2_parses: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_niv2_lock = threading.Lock()
+
+
+def _niv2_parsed(path: pathlib.Path) -> _Niv2Instances:
+  st = os.stat(path)
+  key = (str(path), st.st_size, st.st_mtime_ns)
+  with _niv2_lock:
+    found = _niv2_parses.get(key)
+  if found is not None:
+    return found
   data = load_json(path)
   try:
     definition = data["Definition"]
     instances = data["Instances"]
   except (KeyError, TypeError):
     raise DataFormatError(f"{path}:1: a NIv2 task file needs 'Definition' and 'Instances'") from None
-  if isinstance(definition, list):
-    definition = definition[0] if definition else ""
-
-  def gen():
-    for i, inst in enumerate(instances):
-      outputs = inst.get("output") if isinstance(inst, dict) else None
-      if not isinstance(outputs, list) or not outputs or not isinstance(inst.get("input"), str):
-        record_skip(path, _instance_line(path, i), f"instance {i} has no input or no output")
-        continue
-      yield i, {"input": inst["input"], "output": outputs[0]}
-
-  return definition, gen()
+  parsed = _Niv2Instances()
+  parsed.definition = (definition[0] if definition else "") if isinstance(definition, list) else definition
+  for i, inst in enumerate(instances):
+    outputs = inst.get("output") if isinstance(inst, dict) else None
+    if not isinstance(outputs, list) or not outputs or not isinstance(inst.get("input"), str):
+      record_skip(path, _instance_line(path, i), f"instance {i} has no input or no output")
+      continue
+    parsed.append((i, inst["input"], outputs[0]))
+  with _niv2_lock:
+    return _niv2_parses.setdefault(key, parsed)
 
 
 def _instance_line(path: pathlib.Path, index: int) -> int:

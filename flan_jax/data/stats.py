@@ -9,11 +9,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import seqio
 
 from flan_jax.data import packing
+
+if TYPE_CHECKING:  # the rest of this module runs without TensorFlow
+  import seqio
 
 PERCENTILES = (50, 90, 95, 99, 100)
 FEATURES = ("inputs", "targets")
@@ -52,6 +55,7 @@ class DataStats:
 
 def rate_shares(task_or_mixture: seqio.Task | seqio.Mixture) -> dict[str, float]:
   """Each leaf task's share of the sampling rate (nested mixtures are flattened)."""
+  import seqio  # pylint: disable=import-outside-toplevel,redefined-outer-name
   if isinstance(task_or_mixture, seqio.Task):
     return {task_or_mixture.name: 1.0}
   rates = {t.name: float(task_or_mixture.get_rate(t)) for t in task_or_mixture.tasks}

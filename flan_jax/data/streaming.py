@@ -5,7 +5,8 @@ buffers each, minutes and GBs for the ~18,000 tasks of the Flan 2022 collection)
 cost on every example. Here a task is opened at its first draw, Flan tasks are rendered by `registry.render` (the
 same Python code their seqio source runs, so examples are the same) and a draw's worth of examples is tokenized by
 one SentencePiece call. Other seqio tasks (not Flan-rendered) are read through their own `task.get_dataset`, so any
-registered task or mixture works.
+registered task or mixture works. A mixture of Flan tasks needs neither seqio nor TensorFlow here: with
+$FLAN_JAX_SEQIO=0 a process renders the Flan collection without them (~860 MB less resident memory).
 
 Semantics follow seqio's mixture: each draw picks a task with probability proportional to its rate; with
 `num_epochs` a task that runs out leaves the draw (rates renormalised over the others) and the stream ends when all
@@ -24,9 +25,8 @@ import sys
 from typing import Iterator, Mapping
 
 import numpy as np
-import seqio
 
-from flan_jax.data import mixing, registry, vocab
+from flan_jax.data import mixing, registry, tokenizer
 
 FEATURES = ("inputs", "targets")
 DRAWS_PER_CHUNK = 256  # examples tokenized per SentencePiece call; also the granularity of task sampling
@@ -49,18 +49,19 @@ class StreamConfig:
 class _FlanTask:
   """One Flan task's rendered (inputs, targets) strings, epoch after epoch."""
 
-  def __init__(self, task: seqio.Task, config: StreamConfig, shuffle_rows: int):
-    self.source: registry.FlanDataSource = task.source
-    if config.split not in self.source.splits:
-      raise ValueError(f"task {task.name} has no split {config.split!r}; it has {list(self.source.splits)}")
-    self.source.dataset.check_available()  # fails here, naming the download command
-    self.eos = {k: task.output_features[k].add_eos for k in FEATURES}
+  eos = {"inputs": True, "targets": True}  # as every Flan task's output features (`vocab.output_features`)
+
+  def __init__(self, task: registry.FlanTask, config: StreamConfig, shuffle_rows: int):
+    if config.split != "train":
+      raise ValueError(f"task {task.name} has no split {config.split!r}; it has ['train']")
+    task.dataset.check_available()  # fails here, naming the download command
+    self.task = task
     self.config = config
     self.shuffle_rows = shuffle_rows if config.shuffle else 0
 
   def epoch(self, epoch: int) -> Iterator[tuple[str, str]]:
     c = self.config
-    for ex in registry.render(self.source.dataset, self.source.variant, self.source.task, c.seed, c.shard_index,
+    for ex in registry.render(self.task.dataset, self.task.variant, self.task.name, c.seed, c.shard_index,
                               c.num_shards, shuffle_buffer=self.shuffle_rows, epoch=epoch):
       yield ex["inputs"], ex["targets"]
 
@@ -68,7 +69,7 @@ class _FlanTask:
 class _SeqioTask:
   """Any other seqio task: its own pipeline (preprocessors, tokenization, EOS), read as numpy."""
 
-  def __init__(self, task: seqio.Task, config: StreamConfig):
+  def __init__(self, task, config: StreamConfig):
     missing = [k for k in FEATURES if k not in task.output_features]
     if missing:
       raise ValueError(f"task {task.name} has no {missing} feature(s): the training input needs inputs and targets")
@@ -76,6 +77,7 @@ class _SeqioTask:
     self.config = config
 
   def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    import seqio  # pylint: disable=import-outside-toplevel
     c = self.config
     ds = self.task.get_dataset(sequence_length=dict(c.lengths), split=c.split, shuffle=c.shuffle,
                                seed=c.seed + epoch, shard_info=seqio.ShardInfo(c.shard_index, c.num_shards),
@@ -116,22 +118,32 @@ class _Draw:
 
 def mixture_examples(name: str, config: StreamConfig) -> Iterator[dict[str, Ragged]]:
   """Chunks of up to DRAWS_PER_CHUNK examples of the task or mixture `name`, drawn by rate (see module doc)."""
-  rates = mixing.rates(name)
+  return rated_examples(mixing.rates(name), config, what=f"mixture {name}")
+
+
+def rated_examples(rates: Mapping[str, float], config: StreamConfig,
+                   flan_tasks: Mapping[str, registry.FlanTask] | None = None,
+                   what: str = "mixture") -> Iterator[dict[str, Ragged]]:
+  """`mixture_examples` of tasks at these effective rates; a task in `flan_tasks` (default `registry.TASKS`) is
+  rendered as a Flan task, any other is read through seqio."""
+  flan_tasks = registry.TASKS if flan_tasks is None else flan_tasks
   names = sorted(rates)
   weights = np.array([rates[t] for t in names], np.float64)
   if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-    raise ValueError(f"mixture {name}: rates must be finite, non-negative and not all zero; got "
+    raise ValueError(f"{what}: rates must be finite, non-negative and not all zero; got "
                      f"{dict(zip(names, weights.tolist()))}")
   plan = registry.shuffle_plan(rates)
   draws: dict[int, _Draw] = {}
   live = weights > 0
   rng = np.random.default_rng([config.seed, config.shard_index, config.num_shards])
-  sp = vocab.get_vocabulary().tokenizer
+  sp = tokenizer.processor()
 
   def open_task(i: int) -> _Draw:
-    task = seqio.TaskRegistry.get(names[i])
-    reader = _FlanTask(task, config, plan[names[i]]) if isinstance(task.source, registry.FlanDataSource) \
-        else _SeqioTask(task, config)
+    if names[i] in flan_tasks:
+      reader = _FlanTask(flan_tasks[names[i]], config, plan[names[i]])
+    else:
+      import seqio  # pylint: disable=import-outside-toplevel
+      reader = _SeqioTask(seqio.TaskRegistry.get(names[i]), config)
     return _Draw(names[i], reader, config)
 
   while live.any():
@@ -166,7 +178,7 @@ def _chunk(sp, items: list[tuple[_Draw, tuple]], lengths: Mapping[str, int]) -> 
       eos = draw.reader.eos
       for key, seq in (("inputs", next(tokenized_inputs)), ("targets", next(tokenized_targets))):
         length = lengths[key]
-        by_feature[key].append(seq[:length - 1] + [vocab.EOS_ID] if eos[key] else seq[:length])
+        by_feature[key].append(seq[:length - 1] + [tokenizer.EOS_ID] if eos[key] else seq[:length])
     else:
       for key, seq in zip(FEATURES, item):
         by_feature[key].append(np.asarray(seq, np.int32)[:lengths[key]].tolist())

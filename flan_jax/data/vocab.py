@@ -6,11 +6,7 @@ import functools
 import seqio
 
 from flan_jax.data import data_dir as data_dir_lib
-
-VOCAB_PATH = "vocab/cc_all.32000.sentencepiece.model"
-EXTRA_IDS = 100
-PAD_ID = 0
-EOS_ID = 1
+from flan_jax.data.tokenizer import EOS_ID, EXTRA_IDS, PAD_ID, VOCAB_PATH  # noqa: F401  (re-exported)
 
 
 class FlanVocabulary(seqio.SentencePieceVocabulary):

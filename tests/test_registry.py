@@ -1,0 +1,70 @@
+"""The plain task catalog: with FLAN_JAX_SEQIO=0 `import tasks` registers the same tasks and mixtures without seqio
+or TensorFlow, with the same rates, and the training stream renders the same ids."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+HEAVY_MODULES = ("tensorflow", "seqio", "jax")
+MIXTURES = ("cot_submix", "niv2_submix", "cot_fsopt", "palmflan_cot_zs_opt")
+
+
+def _summary() -> dict:
+  """What registration and the stream give in this process (module-level so a child process can call it)."""
+  import tasks  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import mixing, registry, streaming  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  config = streaming.StreamConfig({"inputs": 256, "targets": 64}, seed=7, num_epochs=1)
+  for _, chunk in zip(range(3), streaming.mixture_examples(mixing.register_available("cot_submix"), config)):
+    for values, lengths in chunk.values():
+      digest.update(values.tobytes() + lengths.tobytes())
+  # What `import tasks` registered (other tests of the session may have added more since).
+  names = sorted(n for family in tasks.REGISTERED.values() for n in family)
+  return {
+      "names": names, "unregistered": [n for n in names if n not in registry.TASKS and n not in mixing.MIXTURES],
+      "rates": {m: sorted(mixing.rates(m).items()) for m in MIXTURES},
+      "stream": digest.hexdigest(), "loaded": [m for m in HEAVY_MODULES if m in sys.modules],
+  }
+
+
+@pytest.fixture(scope="module")
+def catalog_only(flan_data_dir) -> dict:
+  env = dict(os.environ, FLAN_JAX_SEQIO="0", FLAN_JAX_DATA_DIR=str(flan_data_dir))
+  here = pathlib.Path(__file__).parent
+  code = f"import json, sys; sys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]; import test_registry; " \
+         "print(json.dumps(test_registry._summary()))"
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_catalog_only_imports_no_seqio_tf_or_jax(catalog_only):
+  assert catalog_only["loaded"] == []
+  assert len(catalog_only["names"]) > 18000 and "flan2022_submix" in catalog_only["names"]
+  assert catalog_only["unregistered"] == []
+
+
+def test_catalog_only_registers_and_streams_as_with_seqio(catalog_only):
+  import seqio  # pylint: disable=import-outside-toplevel
+  with_seqio = json.loads(json.dumps(_summary()))  # tuples -> lists, as the child's JSON
+  for key in ("names", "rates", "stream"):
+    assert catalog_only[key] == with_seqio[key], key
+  # With seqio on, every catalog entry is also a seqio task / mixture.
+  assert set(with_seqio["names"]) <= set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+
+
+def test_flan_source_rejects_other_tasks(flan_data_dir):
+  import seqio  # pylint: disable=import-outside-toplevel
+  import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  from flan_jax.data import registry  # pylint: disable=import-outside-toplevel
+  name = "cot_gsm8k_template_0to10_zero_shot"
+  assert registry.flan_source(name) is registry.flan_source(seqio.TaskRegistry.get(name)) is registry.TASKS[name]
+  with pytest.raises(TypeError, match="no_such_task is not a Flan task"):
+    registry.flan_source("no_such_task")
