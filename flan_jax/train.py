@@ -141,6 +141,7 @@ def train(
     eval_mixture_components: Sequence[tuple[str, float]] | None = None,
     eval_steps: int = 10,
     only_available_data: bool = False,
+    input_process: bool = True,
     eval_suites: str | None = None,
     eval_suites_period: int = 0,
     eval_suites_limit: int | None = 20,
@@ -156,6 +157,8 @@ def train(
   `only_available_data`: leave out the tasks whose data is absent from the data dir (each component of
   `mixture_components` separately, so their mixing rates keep their meaning), warning about each and printing
   the renormalised shares; off, a mixture with a missing part fails before any compile, naming it.
+  `input_process`: render a mixture of Flan tasks in a child process without seqio or TensorFlow (the same batches;
+  its memory and CPU stay out of this process, and it renders ahead while a step runs).
   `eval_suites` (e.g. 'mmlu_direct,bbh_direct') run every `eval_suites_period` steps through
   `flan_jax.evaluation.make_evaluator` with at most `eval_suites_limit` examples per task; their scores go to
   the metrics as `eval/<suite>` and their outputs to `MODEL_DIR/eval_suites/step_<N>/`.
@@ -184,7 +187,8 @@ def train(
   input_config = input_pipeline.InputConfig(
       mixture_or_task_name, dict(task_feature_lengths), batch_size, shuffle=shuffle, seed=random_seed,
       use_cached=use_cached)
-  host_it = input_pipeline.host_iterator(input_config, converter, jax.process_index(), jax.process_count())
+  host_it = input_pipeline.host_iterator(input_config, converter, jax.process_index(), jax.process_count(),
+                                         input_process=input_process)
   batch_shapes = {k: (batch_size, length) for k, length in host_it.feature_lengths.items()}
   batch_dtypes = {k: np.int32 for k in batch_shapes}
   schedule = optimizers.make_schedule(learning_rate_schedule, learning_rate, warmup_steps, train_steps)

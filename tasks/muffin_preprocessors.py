@@ -9,6 +9,7 @@ The mappings follow FLAN's task configs (field names, option strings, text clean
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -60,20 +61,27 @@ def numbered_items(items: Sequence[str]) -> str:
   return "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
 
 
+# The factories below return functools.partials of module-level functions rather than closures, so a task's rows
+# callable pickles (by reference): the training input process receives the tasks it renders that way.
+
 def classify(options: Sequence[str], label_key: str = "label", **copy: str) -> Callable[[Example], Fields]:
   """A fixed-options classifier: `copy` maps output field -> raw feature."""
-  opts = list(options)
+  return functools.partial(_classify, tuple(options), label_key, copy)
 
-  def fn(ex: Example) -> Fields:
-    out = {k: text(field(ex, v)) for k, v in copy.items()}
-    out["options"] = opts
-    out["answer"] = pick(opts, field(ex, label_key))
-    return out
-  return fn
+
+def _classify(options: tuple[str, ...], label_key: str, copy: Mapping[str, str], ex: Example) -> Fields:
+  out = {k: text(field(ex, v)) for k, v in copy.items()}
+  out["options"] = list(options)
+  out["answer"] = pick(out["options"], field(ex, label_key))
+  return out
 
 
 def rename(**copy: str) -> Callable[[Example], Fields]:
-  return lambda ex: {k: text(field(ex, v)) for k, v in copy.items()}
+  return functools.partial(_rename, copy)
+
+
+def _rename(copy: Mapping[str, str], ex: Example) -> Fields:
+  return {k: text(field(ex, v)) for k, v in copy.items()}
 
 
 # ---------------------------------------------------------------------------------------------- QA
@@ -255,9 +263,12 @@ def web_nlg_en(ex):
   return {"input_string": s, "target": text(field(ex, "target")), "answers": _gem_refs(ex)}
 
 
-def translation(lang1: str, key1: str, lang2: str, key2: str):
-  return lambda ex: {"lang1": lang1, "lang2": lang2, "sent1": text(field(ex, key1)),
-                     "sent2": text(field(ex, key2))}
+def translation(lang1: str, key1: str, lang2: str, key2: str) -> Callable[[Example], Fields]:
+  return functools.partial(_translation, lang1, key1, lang2, key2)
+
+
+def _translation(lang1: str, key1: str, lang2: str, key2: str, ex: Example) -> Fields:
+  return {"lang1": lang1, "lang2": lang2, "sent1": text(field(ex, key1)), "sent2": text(field(ex, key2))}
 
 
 def true_case(ex):

@@ -93,3 +93,27 @@ def test_present_only_leaves_out_absent_tasks_and_renormalises(flan_data_dir, ca
     assert got[task] == pytest.approx(rate)
   # A task or mixture with all its data comes back unchanged.
   assert input_pipeline.present_only(fixture_tasks.TRAIN_TASK, False, "X") == fixture_tasks.TRAIN_TASK
+
+
+def test_input_process_gives_the_same_batches_resumes_and_closes(flan_data_dir, capsys):
+  import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  from flan_jax.data import input_process, mixing  # pylint: disable=import-outside-toplevel
+  config = input_pipeline.InputConfig(mixing.register_available("cot_zsopt"), {"inputs": 64, "targets": 16},
+                                      batch_size=4, seed=3)
+  here = _take(input_pipeline.host_iterator(config, _converter(), 0, 1), 4)
+  it = input_pipeline.host_iterator(config, _converter(), 0, 1, input_process=True)
+  for want, got in zip(here, _take(it, 2)):
+    for k in want:
+      np.testing.assert_array_equal(want[k], got[k])
+  it.restore(it.state(3))
+  for k, v in next(it).items():
+    np.testing.assert_array_equal(here[3][k], v)
+  pre = input_pipeline.DevicePrefetcher(it, lambda b: b, depth=1)
+  next(pre)
+  child = it._it  # pylint: disable=protected-access
+  assert isinstance(child, input_process.ProcessBatches)
+  pre.close()  # ends the child, so the prefetch thread blocked on it returns at once
+  assert child._child.poll() is not None  # pylint: disable=protected-access
+  # A mixture with a non-Flan task stays in this process, saying why.
+  _take(input_pipeline.host_iterator(CONFIG, _converter(), 0, 1, input_process=True), 1)
+  assert f"{fixture_tasks.TRAIN_TASK} is rendered in the training process" in capsys.readouterr().err

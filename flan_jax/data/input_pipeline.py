@@ -5,11 +5,13 @@ rendered and tokenized in Python) and packs it into batches of `batch_size / pro
 feature converter lays them out (`host_batches`); the trainer assembles global arrays from the process-local rows.
 The iterator's state is the number of batches consumed (plus what identifies the stream); restoring rebuilds the
 same deterministic stream and skips exactly that many batches, so a resumed run sees the batches an uninterrupted
-run would.
+run would. With `input_process`, a mixture of Flan tasks is rendered in a child process without seqio or TensorFlow
+(`input_process.py`): the same batches, with the pipeline's memory and CPU outside the trainer's process.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import queue
 import sys
@@ -19,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import seqio
 
-from flan_jax.data import host_batches, streaming
+from flan_jax.data import host_batches, input_process as input_process_lib, mixing, streaming
 
 
 class InputConfigError(ValueError):
@@ -147,27 +149,35 @@ class ResumableIterator:
   """Numpy batches from a deterministic stream; `state()` / `restore(state)` by replaying and skipping exactly.
 
   `feature_lengths`: every feature of a batch and its length (the batches are int32 [rows, length]).
+  `make_batches(skip)` gives the stream's batches after the first `skip`; replaying renders and packs the skipped
+  batches again (no device work): the stream is a pure function of the config, so this is exactly where an
+  uninterrupted run would be.
   """
 
-  def __init__(self, make_batches: Callable[[], Iterator[dict[str, np.ndarray]]], identity: Mapping[str, Any],
+  def __init__(self, make_batches: Callable[[int], Iterator[dict[str, np.ndarray]]], identity: Mapping[str, Any],
                feature_lengths: Mapping[str, int], start: int = 0):
     self._make_batches = make_batches
     self.identity = dict(identity)
     self.feature_lengths = dict(feature_lengths)
+    self._it = None
     self._reset(start)
 
   def _reset(self, start: int) -> None:
-    self._it = self._make_batches()
-    # Replaying renders and packs the skipped batches again (no device work): the stream is a pure function of
-    # the config, so this is exactly where an uninterrupted run would be.
-    for _ in itertools.islice(self._it, start):
-      pass
+    self.close()
+    self._it = None  # made at the first read, so a restore right after construction starts one stream, not two
     self.consumed = start
+
+  def close(self) -> None:
+    """Ends the current stream's input process, if it has one."""
+    if isinstance(self._it, input_process_lib.ProcessBatches):
+      self._it.close()
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
+    if self._it is None:
+      self._it = self._make_batches(self.consumed)
     batch = next(self._it)
     self.consumed += 1
     return batch
@@ -187,15 +197,25 @@ class ResumableIterator:
     self._reset(int(state["batches_consumed"]))
 
 
-def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter,
-                  process_index: int, process_count: int) -> ResumableIterator:
+def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter, process_index: int,
+                  process_count: int, input_process: bool = False) -> ResumableIterator:
+  """This process's resumable batches; with `input_process`, rendered in a child process when every task of the
+  mixture is a Flan task (else here, with a note saying why)."""
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
               "seed": config.seed, "split": config.split, "process_count": process_count,
               "task_feature_lengths": dict(config.task_feature_lengths)}
   layout = batch_config(config, feature_converter, process_count)  # validates before any compile
-  return ResumableIterator(
-      lambda: host_batches_of(config, feature_converter, process_index, process_count), identity,
-      host_batches.feature_lengths(layout))
+  stream = stream_config(config, process_index, process_count)
+  rates = mixing.rates(config.mixture_or_task_name)
+  job, why = input_process_lib.job_for(rates, stream, layout) if input_process else (None, "")
+  if input_process and job is None:
+    print(f"note: {config.mixture_or_task_name} is rendered in the training process: {why}", file=sys.stderr)
+  if job is not None:
+    make = functools.partial(input_process_lib.ProcessBatches, job)
+  else:
+    def make(skip: int) -> Iterator[dict[str, np.ndarray]]:
+      return itertools.islice(host_batches.batches(streaming.rated_examples(rates, stream), layout), skip, None)
+  return ResumableIterator(make, identity, host_batches.feature_lengths(layout))
 
 
 class DevicePrefetcher:
@@ -254,4 +274,5 @@ class DevicePrefetcher:
     # Join rather than leave the daemon thread inside the input (a task read through TF among it): a thread
     # killed inside TF at interpreter exit aborts the process ("FATAL: exception not rethrown").
     self._stop.set()
+    self._iterator.close()  # an input process ends now, so a read blocked on it returns
     self._thread.join(timeout=120)
