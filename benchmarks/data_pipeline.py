@@ -5,9 +5,11 @@
 
 `--engine train` (default) is what `flan-jax train` reads: the mixture's tasks whose data is present, one epoch
 (`-n` stops earlier), sampled by rate, rendered and tokenized in Python (`flan_jax.data.streaming`), FFD-packed and
-laid out as the encoder-decoder batches of `--batch_size` rows (`flan_jax.data.host_batches`). `--engine seqio`
-reads the same through `seqio.get_dataset` with our tf.data feature converter (pack='ffd'), the path a T5X user's
-code takes, for comparison. Examples are counted as packed segments.
+laid out as the encoder-decoder batches of `--batch_size` rows (`flan_jax.data.host_batches`). It runs with
+$FLAN_JAX_SEQIO=0 unless that is set: tasks are registered in the plain catalog only, so the process never imports
+seqio or TensorFlow and its memory is the pipeline's own (set FLAN_JAX_SEQIO=1 to measure it beside them, as in
+the training process). `--engine seqio` reads the same through `seqio.get_dataset` with our tf.data feature
+converter (pack='ffd'), the path a T5X user's code takes, for comparison. Examples are counted as packed segments.
 
 `--mock` serves the TFDS-backed families (Muffin, T0-SF, Dialog) and the NIv2 tasks whose files the data dir lacks
 from mock rows (`flan_jax.data.mock_sources`), so mixtures that need them (flan2022_submix) run offline; CoT and the
@@ -60,11 +62,13 @@ def mock_absent(enabled: bool, num_rows: int):
   if not enabled:
     yield
     return
-  from flan_jax.data import mock_sources  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import mock_sources, registry  # pylint: disable=import-outside-toplevel
   import tasks  # pylint: disable=import-outside-toplevel
   from tasks import flan2022, niv2  # pylint: disable=import-outside-toplevel
+  isolated = not registry.registers_with_seqio()  # keep TF (which mock_data needs) out of this process
   with tempfile.TemporaryDirectory() as tmp, \
-      mock_sources.mock_tfds_sources(os.path.join(tmp, "tfds"), num_rows=num_rows, **flan2022.tfds_specs()), \
+      mock_sources.mock_tfds_sources(os.path.join(tmp, "tfds"), num_rows=num_rows, isolated=isolated,
+                                     **flan2022.tfds_specs()), \
       mock_sources.mock_niv2_tasks(os.path.join(tmp, "data"), niv2.training_tasks(), num_rows=num_rows) as mocked:
     start = time.perf_counter()
     tasks.register_all()  # tasks bind their row counts when registered: again, now that the mock rows serve
@@ -77,22 +81,23 @@ def mock_absent(enabled: bool, num_rows: int):
 def train_batches(mixture: str, lengths, seed: int, batch_size: int, engine: str, stream_sizes: list):
   """Packed encoder-decoder batches of one epoch of `mixture`'s present tasks, as numpy. The train engine appends
   the (inputs, targets) lengths of the examples, in stream order, to `stream_sizes`."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  # pylint: disable-next=import-outside-toplevel
-  from flan_jax.data import feature_converters, host_batches, input_pipeline, streaming
-  name = input_pipeline.present_only(mixture, True, "--mixture")
-  converter = feature_converters.EncDecFeatureConverter(pack="ffd")
+  from flan_jax.data import host_batches, mixing, streaming  # pylint: disable=import-outside-toplevel
+  name = mixing.register_available(mixture)  # absent tasks are left out, each warned
   if engine == "train":
-    config = input_pipeline.InputConfig(name, dict(lengths), batch_size, seed=seed, num_epochs=1)
 
     def tapped(chunks):
       for chunk in chunks:
         stream_sizes.append(np.stack([chunk["inputs"][1], chunk["targets"][1]], axis=1))
         yield chunk
 
-    examples = streaming.mixture_examples(name, input_pipeline.stream_config(config, 0, 1))
-    return host_batches.batches(tapped(examples), input_pipeline.batch_config(config, converter, 1))
+    examples = streaming.mixture_examples(name, streaming.StreamConfig(dict(lengths), seed=seed, num_epochs=1))
+    # What `feature_converters.EncDecFeatureConverter(pack="ffd")` configures for `flan-jax train`.
+    config = host_batches.BatchConfig("encoder_decoder", "ffd", dict(lengths), batch_size)
+    return host_batches.batches(tapped(examples), config)
+  import seqio  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import feature_converters  # pylint: disable=import-outside-toplevel
+  converter = feature_converters.EncDecFeatureConverter(pack="ffd")
   ds = seqio.get_dataset(mixture_or_task_name=name, task_feature_lengths=dict(lengths), dataset_split="train",
                          shuffle=True, num_epochs=1, seed=seed, feature_converter=converter)
   options = tf.data.Options()
@@ -130,6 +135,7 @@ def run(args, lengths) -> None:
   print(f"wall {wall:.1f} s: {examples / wall:,.0f} examples/s, {tokens / wall:,.0f} tokens/s; CPU {cpu:.1f} s: "
         f"{examples / cpu:,.0f} examples per CPU-second (load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} cores)")
+  print(f"TensorFlow imported in this process: {'yes' if 'tensorflow' in sys.modules else 'no'}")
   print(f"peak RSS {peak_rss_mb():,.0f} MB; RSS/RssAnon by examples read: "
         + ", ".join(f"{n:,}: {r:,.0f}/{a:,.0f}" for n, r, a in trace + [(examples, rss_mb(), rss_mb("RssAnon"))]))
   every = np.concatenate(sizes) if sizes else np.zeros([0, 2], np.int64)
@@ -163,12 +169,17 @@ def main(argv=None) -> int:
   if args.data_dir:
     data_dir_lib.set_data_dir(args.data_dir)
   lengths = stats_lib.parse_lengths(args.lengths)
-  import seqio  # pylint: disable=import-outside-toplevel
+  if args.engine == "train":
+    os.environ.setdefault("FLAN_JAX_SEQIO", "0")
+  from flan_jax.data import mixing, registry  # pylint: disable=import-outside-toplevel
+  if registry.registers_with_seqio():
+    import seqio  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   imported = time.perf_counter()
   import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   registered = time.perf_counter()
-  print(f"imports (TF, seqio, flan_jax) {imported - STARTED:.1f} s; `import tasks` registers "
-        f"{len(seqio.TaskRegistry.names()):,} tasks and {len(seqio.MixtureRegistry.names()):,} mixtures in "
+  print(f"imports (flan_jax{', seqio, TF' if registry.registers_with_seqio() else ''}) {imported - STARTED:.1f} s; "
+        f"`import tasks` registers {len(registry.TASKS):,} Flan tasks and {len(mixing.MIXTURES):,} mixtures "
+        f"{'with seqio' if registry.registers_with_seqio() else 'in the plain catalog (FLAN_JAX_SEQIO=0)'} in "
         f"{registered - imported:.1f} s; RSS after {rss_mb():,.0f} MB, of which private (RssAnon) "
         f"{rss_mb('RssAnon'):,.0f} MB", flush=True)
   with mock_absent(args.mock, args.mock_rows):
