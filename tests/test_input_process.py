@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -68,6 +69,18 @@ def test_child_errors_come_back_with_their_traceback(cot_rates, tmp_path):
 def test_non_flan_tasks_stay_in_process():
   job, why = input_process.job_for({fixture_tasks.TRAIN_TASK: 1.0}, STREAM, LAYOUT)
   assert job is None and fixture_tasks.TRAIN_TASK in why and "not Flan tasks" in why
+
+
+def test_child_leaves_group_signals_to_the_trainer(cot_rates):
+  job, _ = input_process.job_for(cot_rates, STREAM, LAYOUT)
+  child = input_process.ProcessBatches(job)
+  try:
+    first = next(child)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      os.kill(child._child.pid, sig)  # pylint: disable=protected-access
+    _equal([first] + [next(child) for _ in range(3)], list(itertools.islice(input_process.batches_of(job), 4)))
+  finally:
+    child.close()
 
 
 def test_child_that_dies_is_an_error(cot_rates):

@@ -9,7 +9,9 @@ multi-core host it renders the next batches while the trainer steps.
 The job travels as a pickle on the child's stdin: the effective task rates, the `FlanTask`s themselves (pickled by
 reference to the modules that registered them, which the child imports), the stream and batch configs, and the
 data dirs. Batches come back on its stdout as length-prefixed pickles; an error in the child comes back as its
-traceback and is raised here. Everything the child prints goes to stderr.
+traceback and is raised here. Everything the child prints goes to stderr. The child ignores SIGINT and SIGTERM:
+a signal to the whole process group (Ctrl-C, a preemption notice) is the trainer's to handle, which saves and then
+ends the child; if the trainer dies instead, the child's next write fails and it exits.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import dataclasses
 import itertools
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -130,6 +133,8 @@ def batches_of(job: InputJob) -> Iterator[dict[str, np.ndarray]]:
 
 
 def main() -> int:
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
   out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
   os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the batch stream
   try:
@@ -140,7 +145,7 @@ def main() -> int:
       _write(out, ("batch", batch))
     _write(out, ("end", None))
   except BrokenPipeError:
-    return 0  # the trainer closed the stream
+    os._exit(0)  # the trainer closed the stream; exit without flushing into the closed pipe again
   except BaseException:  # noqa: BLE001 - reported to the trainer, which raises it
     _write(out, ("error", traceback.format_exc()))
     return 1
