@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import subprocess
+import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -35,6 +38,30 @@ class FlanJaxTinyText(tfds.core.GeneratorBasedBuilder):
       yield i, {"sentence": f"sentence {i}", "label": i % 2}
 
 
+class FlanJaxTinyFeatures(tfds.core.GeneratorBasedBuilder):
+  """Every feature kind the Flan TFDS tasks read: text, labels, scalars, sequences of text and of dicts, dicts."""
+  VERSION = tfds.core.Version("1.2.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "question": tfds.features.Text(), "label": tfds.features.ClassLabel(names=["no", "yes"]),
+        "idx": np.int32, "score": np.float32, "choices": tfds.features.Sequence(tfds.features.Text()),
+        "answers": tfds.features.Sequence({"text": tfds.features.Text(), "answer_start": np.int32}),
+        "meta": {"source": tfds.features.Text(), "n": np.int64},
+    }))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(7)}
+
+  def _generate_examples(self, n):
+    for i in range(n):
+      yield i, {"question": f"q {i} \u00e9", "label": i % 2, "idx": i, "score": i / 2,
+                "choices": [f"c{j}" for j in range(i % 3)],
+                "answers": {"text": [f"a{j}" for j in range(i % 2 + 1)], "answer_start": list(range(i % 2 + 1))},
+                "meta": {"source": "s", "n": i * 10}}
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> pathlib.Path:
   """A TFDS data dir holding flan_jax_tiny_text/1.0.0, and a copy laid out as a community dataset
@@ -43,6 +70,8 @@ def prepared(tmp_path_factory) -> pathlib.Path:
   b = FlanJaxTinyText(data_dir=str(d))
   b.download_and_prepare(download_dir=str(d / "downloads"),
                          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  FlanJaxTinyFeatures(data_dir=str(d)).download_and_prepare(
+      download_dir=str(d / "downloads"), download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   src = d / "flan_jax_tiny_text" / "1.0.0"
   for version in ("1.9.0", "1.10.0"):
     shutil.copytree(src, d / "someone__tiny" / version)
@@ -92,6 +121,52 @@ def test_present_dataset_reads_in_file_order(prepared):
   assert all(ex["label"] == int(ex["sentence"].split()[-1]) % 2 for _, ex in rows)
   # File order is fixed (no file shuffling), so indices name the same row on every read.
   assert [ex["sentence"] for _, ex in tfds_source.read(spec)] == [ex["sentence"] for _, ex in rows]
+
+
+def _assert_same(a, b, where=""):
+  if isinstance(b, dict):
+    assert isinstance(a, dict) and a.keys() == b.keys(), where
+    for k in b:
+      _assert_same(a[k], b[k], f"{where}/{k}")
+  else:
+    assert type(a) is type(b), (where, type(a), type(b))
+    if isinstance(b, np.ndarray):
+      assert a.dtype == b.dtype and a.tolist() == b.tolist(), where
+    else:
+      assert a == b, where
+
+
+@pytest.mark.parametrize("split", ["train", "train[2:-1]"])
+def test_values_are_what_tfds_as_numpy_gives(prepared, split):
+  """Decoded without TF, every feature comes in the types and values TFDS's own tf.data reader gives."""
+  tfds_source.set_tfds_data_dir(prepared)
+  spec = TfdsSpec("flan_jax_tiny_features", "1.2.0", split)
+  ds = tfds.builder_from_directory(str(prepared / "flan_jax_tiny_features" / "1.2.0")).as_dataset(
+      split=split, shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1))
+  want = list(tfds.as_numpy(ds))
+  got = list(tfds_source.read(spec))
+  assert [i for i, _ in got] == list(range(len(want))) and len(want) == (7 if split == "train" else 4)
+  for (_, g), w in zip(got, want):
+    _assert_same(g, w)
+
+
+def test_reading_imports_no_tensorflow(prepared):
+  code = ("import sys; from flan_jax.data import tfds_source as t; t.set_tfds_data_dir(sys.argv[1]); "
+          "n = len(list(t.read(t.TfdsSpec('flan_jax_tiny_text', '1.0.0')))); "
+          "print(n, 'tensorflow' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code, str(prepared)], capture_output=True, text=True, timeout=120,
+                       check=True)
+  assert out.stdout.split() == [str(TRAIN_ROWS), "False"], out.stderr[-2000:]
+
+
+def test_truncated_record_names_file_and_record(prepared, tmp_path):
+  copy = tmp_path / "flan_jax_tiny_text" / "1.0.0"
+  shutil.copytree(prepared / "flan_jax_tiny_text" / "1.0.0", copy)
+  shard = next(copy.glob("*-train.tfrecord-*"))
+  shard.write_bytes(shard.read_bytes()[:-7])
+  tfds_source.set_tfds_data_dir(tmp_path)
+  with pytest.raises(tfds_source.TfdsFormatError, match=rf"{shard}: record {TRAIN_ROWS - 1}: truncated"):
+    list(tfds_source.read(TfdsSpec("flan_jax_tiny_text", "1.0.0")))
 
 
 def test_split_slices_resolved(prepared):

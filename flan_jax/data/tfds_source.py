@@ -15,6 +15,8 @@ import pathlib
 import re
 from typing import Any, Iterator
 
+import numpy as np
+
 from flan_jax.data import data_dir as data_dir_lib
 
 ENV_VAR = "TFDS_DATA_DIR"
@@ -149,14 +151,82 @@ def num_examples(spec: TfdsSpec) -> int:
   return int(b.info.splits[spec.split].num_examples)
 
 
+class TfdsFormatError(ValueError):
+  """A prepared TFDS file cannot be read; the message names the file and record."""
+
+
 def read(spec: TfdsSpec) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(index within the split, example as numpy values) in file order, read-only."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  """(index within the split, example) in file order, read-only, with values as `tfds.as_numpy` gives them
+  (bytes for text, numpy scalars and arrays); a sequence of sequences comes as a list of arrays.
+
+  Records are decoded by TFDS's numpy parser, so reading imports no TensorFlow (the input process renders
+  TFDS-backed tasks without it). TFRecord files are read record by record (framing checked, CRCs not);
+  ArrayRecord files through TFDS's data source. A truncated or undecodable record raises TfdsFormatError naming
+  the file and record.
+  """
+  from tensorflow_datasets.core import file_adapters  # pylint: disable=import-outside-toplevel  (slow import)
+  b = builder(spec)
+  features = b.info.features
+  if b.info.file_format == file_adapters.FileFormat.ARRAY_RECORD:
+    source = b.as_data_source(split=spec.split)
+    for i in range(len(source)):
+      yield i, _like_as_numpy(source[i], features)
+    return
+  if b.info.file_format != file_adapters.FileFormat.TFRECORD:
+    raise TfdsFormatError(f"{spec.full_name}: prepared as {b.info.file_format.value}; only tfrecord and "
+                          "array_record are read (prepare it with --file_format=tfrecord)")
+  index = 0
+  for instruction in b.info.splits[spec.split].file_instructions:
+    path = pathlib.Path(b.data_dir) / instruction.filename  # absolute names stay absolute
+    end = None if instruction.take == -1 else instruction.skip + instruction.take
+    for record_no, record in enumerate(_tfrecords(path)):
+      if record_no < instruction.skip:
+        continue
+      if end is not None and record_no >= end:
+        break
+      try:
+        example = features.deserialize_example_np(record)
+      except Exception as e:  # protobuf and TFDS raise several types for a bad record; each means the same
+        raise TfdsFormatError(f"{path}: record {record_no}: cannot decode ({type(e).__name__}: {e})") from None
+      yield index, _like_as_numpy(example, features)
+      index += 1
+
+
+_TFRECORD_HEADER = 12  # uint64 length + uint32 masked CRC of it; the data is followed by its uint32 CRC
+
+
+def _tfrecords(path: pathlib.Path) -> Iterator[bytes]:
+  with open(path, "rb") as f:
+    record_no = 0
+    while header := f.read(_TFRECORD_HEADER):
+      if len(header) < _TFRECORD_HEADER:
+        raise TfdsFormatError(f"{path}: record {record_no}: truncated header")
+      size = int.from_bytes(header[:8], "little")
+      data = f.read(size + 4)
+      if len(data) < size + 4:
+        raise TfdsFormatError(f"{path}: record {record_no}: truncated ({len(data)} of {size + 4} bytes)")
+      yield data[:size]
+      record_no += 1
+
+
+def _like_as_numpy(value: Any, feature: Any) -> Any:
+  """A value from TFDS's numpy parser in the types `tfds.as_numpy` yields: numpy scalars of the feature's
+  dtype (bytes for text), numpy arrays for sequences of scalars."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  ds = builder(spec).as_dataset(split=spec.split, shuffle_files=False,
-                          read_config=tfds.ReadConfig(interleave_cycle_length=1))
-  ds = ds.prefetch(tf.data.AUTOTUNE)
-  yield from enumerate(tfds.as_numpy(ds))
+  if isinstance(feature, tfds.features.FeaturesDict):
+    return {k: _like_as_numpy(value[k], f) for k, f in feature.items()}
+  if isinstance(feature, tfds.features.Sequence):
+    return _sequence_as_numpy(value, feature.feature)
+  return np.asarray(value, feature.np_dtype)[()]
+
+
+def _sequence_as_numpy(value: Any, feature: Any) -> Any:
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  if isinstance(feature, tfds.features.FeaturesDict):  # a sequence of dicts arrives as a dict of sequences
+    return {k: _sequence_as_numpy(value[k], f) for k, f in feature.items()}
+  if isinstance(feature, tfds.features.Sequence):
+    return [_sequence_as_numpy(v, feature.feature) for v in value]
+  return np.asarray(value, feature.np_dtype)
 
 
 def clear_cache() -> None:
