@@ -214,7 +214,7 @@ def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter
     make = functools.partial(input_process_lib.ProcessBatches, job)
   else:
     def make(skip: int) -> Iterator[dict[str, np.ndarray]]:
-      return itertools.islice(host_batches.batches(streaming.rated_examples(rates, stream), layout), skip, None)
+      return itertools.islice(host_batches_of(config, feature_converter, process_index, process_count), skip, None)
   return ResumableIterator(make, identity, host_batches.feature_lengths(layout))
 
 

@@ -176,8 +176,8 @@ def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_sour
   muffin / dialog: the TFDS specs the Muffin / Dialog tasks read; p3: each T0-SF subtask's spec and whether
   it is multiple choice. `isolated`: draw the rows in a spawned child process, so this one never imports
   TensorFlow (mock_data needs it; a process measuring the TF-free rendering path must not). Yields the rows by
-  `TfdsSpec.full_name`. On exit the readers, the TFDS data dir and
-  the opened builders are as before, and the marker dirs this created under `tfds_dir` are removed.
+  `TfdsSpec.full_name`. On exit the readers, the TFDS data dir and the opened builders are as before, and the
+  marker dirs this created under `tfds_dir` are removed.
   Datasets not given are read from the real TFDS sources (in `tfds_dir`, so they are missing).
   """
   muffin, dialog, p3 = list(muffin), list(dialog), dict(p3 or {})
