@@ -9,6 +9,7 @@ import seqio
 import tensorflow as tf
 
 from flan_jax.data import feature_converters as fc
+from tests.batch_checks import assert_batches_equal
 
 LENGTHS = {"inputs": 40, "targets": 12}
 
@@ -91,11 +92,7 @@ def test_encdec_greedy_and_unpacked_are_seqio_exactly(examples):
   for pack, seqio_pack in [("greedy", True), (False, False)]:
     ours = _run(fc.EncDecFeatureConverter(pack=pack), examples)
     theirs = _run(seqio.EncDecFeatureConverter(pack=seqio_pack), examples)
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-      assert a.keys() == b.keys()
-      for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    assert_batches_equal(ours, theirs)
 
 
 def test_prefix_lm_ffd_matches_seqio_segments(examples):

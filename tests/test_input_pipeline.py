@@ -2,11 +2,11 @@
 batches handed out, and configuration errors name the binding."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from flan_jax.data import feature_converters, input_pipeline
 from tests import fixture_tasks
+from tests.batch_checks import assert_batches_equal
 
 CONFIG = input_pipeline.InputConfig(fixture_tasks.TRAIN_TASK, {"inputs": 16, "targets": 8}, batch_size=4, seed=7)
 
@@ -28,9 +28,7 @@ def test_restore_continues_exactly():
   assert state["batches_consumed"] == 3
   fresh = input_pipeline.host_iterator(CONFIG, _converter(), 0, 1)
   fresh.restore(state)
-  for want, got in zip(reference[3:], _take(fresh, 5)):
-    for k in want:
-      np.testing.assert_array_equal(want[k], got[k])
+  assert_batches_equal(_take(fresh, 5), reference[3:])
   other = input_pipeline.host_iterator(
       input_pipeline.InputConfig(fixture_tasks.TRAIN_TASK, {"inputs": 16, "targets": 8}, batch_size=4, seed=8),
       _converter(), 0, 1)
@@ -102,12 +100,9 @@ def test_input_process_gives_the_same_batches_resumes_and_closes(flan_data_dir, 
                                       batch_size=4, seed=3)
   here = _take(input_pipeline.host_iterator(config, _converter(), 0, 1), 4)
   it = input_pipeline.host_iterator(config, _converter(), 0, 1, input_process=True)
-  for want, got in zip(here, _take(it, 2)):
-    for k in want:
-      np.testing.assert_array_equal(want[k], got[k])
+  assert_batches_equal(_take(it, 2), here[:2])
   it.restore(it.state(3))
-  for k, v in next(it).items():
-    np.testing.assert_array_equal(here[3][k], v)
+  assert_batches_equal([next(it)], here[3:])
   pre = input_pipeline.DevicePrefetcher(it, lambda b: b, depth=1)
   next(pre)
   child = it._it  # pylint: disable=protected-access

@@ -6,11 +6,11 @@ import itertools
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from flan_jax.data import host_batches, input_process, mixing, streaming
 from tests import fixture_tasks
+from tests.batch_checks import assert_batches_equal
 
 LAYOUT = host_batches.BatchConfig("encoder_decoder", "ffd", {"inputs": 128, "targets": 32}, batch_size=4)
 STREAM = streaming.StreamConfig({"inputs": 128, "targets": 32}, seed=5)
@@ -22,21 +22,13 @@ def cot_rates(flan_data_dir):
   return mixing.rates(mixing.register_available("cot_zsopt"))
 
 
-def _equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
-
-
 def test_child_batches_equal_in_process_batches_and_skip(cot_rates):
   job, why = input_process.job_for(cot_rates, STREAM, LAYOUT)
   assert job is not None, why
   here = list(itertools.islice(input_process.batches_of(job), 6))
   child = input_process.ProcessBatches(job)
   try:
-    _equal(here, [next(child) for _ in range(6)])
+    assert_batches_equal(here, [next(child) for _ in range(6)])
     # Rendered without TensorFlow: no TF library is mapped into the child.
     with open(f"/proc/{child._child.pid}/maps") as f:  # pylint: disable=protected-access
       assert "tensorflow" not in f.read()
@@ -45,7 +37,7 @@ def test_child_batches_equal_in_process_batches_and_skip(cot_rates):
   assert child._child.poll() is not None  # pylint: disable=protected-access
   resumed = input_process.ProcessBatches(job, skip=4)
   try:
-    _equal(here[4:], [next(resumed) for _ in range(2)])
+    assert_batches_equal(here[4:], [next(resumed) for _ in range(2)])
   finally:
     resumed.close()
 
@@ -78,7 +70,7 @@ def test_child_leaves_group_signals_to_the_trainer(cot_rates):
     first = next(child)
     for sig in (signal.SIGINT, signal.SIGTERM):
       os.kill(child._child.pid, sig)  # pylint: disable=protected-access
-    _equal([first] + [next(child) for _ in range(3)], list(itertools.islice(input_process.batches_of(job), 4)))
+    assert_batches_equal([first] + [next(child) for _ in range(3)], list(itertools.islice(input_process.batches_of(job), 4)))
   finally:
     child.close()
 
