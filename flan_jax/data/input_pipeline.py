@@ -205,9 +205,10 @@ def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter
               "seed": config.seed, "split": config.split, "process_count": process_count,
               "task_feature_lengths": dict(config.task_feature_lengths)}
   layout = batch_config(config, feature_converter, process_count)  # validates before any compile
-  stream = stream_config(config, process_index, process_count)
-  rates = mixing.rates(config.mixture_or_task_name)
-  job, why = input_process_lib.job_for(rates, stream, layout) if input_process else (None, "")
+  job, why = None, ""
+  if input_process:
+    job, why = input_process_lib.job_for(mixing.rates(config.mixture_or_task_name),
+                                         stream_config(config, process_index, process_count), layout)
   if input_process and job is None:
     print(f"note: {config.mixture_or_task_name} is rendered in the training process: {why}", file=sys.stderr)
   if job is not None:

@@ -135,17 +135,20 @@ def rates(mixture: str) -> dict[str, float]:
   """Effective rate of every task of a mixture, sub-mixtures flattened as seqio's `get_rate` does
   (a sub-mixture's rate split over its tasks in proportion to their rates), in one pass."""
   parts = _parts(mixture)
-  if parts is None:
-    return {mixture: 1.0}
+  return {mixture: 1.0} if parts is None else _flattened(parts)
+
+
+def _flattened(parts: list[tuple[str, Rate]]) -> dict[str, float]:
   out: dict[str, float] = {}
   for name, rate in parts:
-    if _parts(name) is not None:
-      sub = rates(name)
-      total = sum(sub.values())
-      for task, r in sub.items():
-        out[task] = out.get(task, 0.0) + float(rate) * r / total
-    else:
+    sub_parts = _parts(name)
+    if sub_parts is None:
       out[name] = out.get(name, 0.0) + (float(rate(_task(name))) if callable(rate) else float(rate))
+      continue
+    sub = _flattened(sub_parts)
+    total = sum(sub.values())
+    for task, r in sub.items():
+      out[task] = out.get(task, 0.0) + float(rate) * r / total
   return out
 
 

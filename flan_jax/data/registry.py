@@ -403,13 +403,16 @@ def register_variants(dataset: FlanDataset, variants: Sequence[Variant], postpro
                       metric_fns: Sequence[Callable] = ()) -> list[str]:
   """Registers `<dataset.name><variant.suffix>` for each variant (replacing earlier ones), each scored by
   `metric_fns` on outputs passed through `postprocess_fn`."""
+  add_to_seqio = None
+  if registers_with_seqio():
+    from flan_jax.data import seqio_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
+    add_to_seqio = seqio_tasks.add_task
   names = []
   for v in variants:
     task = FlanTask(dataset.name + v.suffix, dataset, v, postprocess_fn, tuple(metric_fns))
     TASKS[task.name] = task
-    if registers_with_seqio():
-      from flan_jax.data import seqio_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
-      seqio_tasks.add_task(task)
+    if add_to_seqio is not None:
+      add_to_seqio(task)
     names.append(task.name)
   return names
 

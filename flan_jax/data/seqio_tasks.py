@@ -94,9 +94,6 @@ class FlanDataSource(seqio.DataSource):
 
   def __init__(self, flan_task: registry.FlanTask):
     self.flan_task = flan_task
-    self.dataset = flan_task.dataset
-    self.variant = flan_task.variant
-    self.task = flan_task.name
     # The source shuffles its rows itself (a buffer of raw rows per task), so a task registered with
     # shuffle_buffer_size=None holds no buffer of rendered, tokenized examples: with seqio's default
     # per-task buffer of 1,000 such examples, memory and start-up work grow with the mixture.
@@ -121,23 +118,24 @@ class FlanDataSource(seqio.DataSource):
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
     del sequence_length, use_cached, num_epochs
+    task = self.flan_task
     if split not in self.splits:
-      raise ValueError(f"task {self.task} has no split {split!r}; it has {list(self.splits)}")
-    self.dataset.check_available()  # fail here, with the download command, not inside TF
+      raise ValueError(f"task {task.name} has no split {split!r}; it has {list(self.splits)}")
+    task.dataset.check_available()  # fail here, with the download command, not inside TF
     index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
     seed = 0 if seed is None else int(seed)
-    buffer = shuffle_rows(self.task) if shuffle else 0
+    buffer = shuffle_rows(task.name) if shuffle else 0
     epochs = itertools.count()  # seqio repeats the dataset by calling the generator again
 
     def batches():
-      return encoded_batches(registry.render(self.dataset, self.variant, self.task, seed, index, count,
+      return encoded_batches(registry.render(task.dataset, task.variant, task.name, seed, index, count,
                                              shuffle_buffer=buffer, epoch=next(epochs)))
 
     # Whole batches cross from Python into TF (one conversion per batch, not per example), then
     # are split back into examples in TF.
     ds = tf.data.Dataset.from_generator(batches, output_signature=output_signature())
-    meta = {"_task_name": self.dataset.task_name, "_task_source": self.dataset.task_source,
-            "_template_type": self.variant.template_type}
+    meta = {"_task_name": task.dataset.task_name, "_task_source": task.dataset.task_source,
+            "_template_type": task.variant.template_type}
     return ds.map(_examples_of_batch(meta)).unbatch()
 
 
