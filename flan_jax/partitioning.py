@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from flan_jax import data_layout
 
 DATA = "data"
 MODEL = "model"
@@ -183,14 +185,19 @@ class Partitioner:
       raise ValueError(
           f"{binding}={batch_size} is not divisible by the data-parallel size {self.data_parallel_size} "
           f"(mesh {dict(self.mesh.shape)})")
-    if batch_size % jax.process_count():
-      raise ValueError(f"{binding}={batch_size} is not divisible by the process count {jax.process_count()}")
 
-  def jit(self, fn: Callable, in_shardings: Any, out_shardings: Any, donate_argnums: tuple[int, ...] = ()) -> Callable:
-    return jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=donate_argnums)
+  def data_layouts(self, batch_size: int) -> dict[int, data_layout.HostDataLayout]:
+    """Every host's rows of a `batch_size` global batch, from where its devices sit on the data axes."""
+    processes = np.vectorize(lambda d: d.process_index, otypes=[int])(self.mesh.devices)
+    return data_layout.host_layouts(processes, list(self.mesh.axis_names), self.data_axes, batch_size)
+
+  def data_layout(self, batch_size: int) -> data_layout.HostDataLayout:
+    """This host's rows of a `batch_size` global batch."""
+    return self.data_layouts(batch_size)[jax.process_index()]
 
   def global_batch(self, local_batch: dict[str, np.ndarray], global_batch_size: int) -> dict[str, jax.Array]:
-    """Global arrays, sharded over the data axes, from this process's rows of the batch."""
+    """Global arrays, sharded over the data axes, from this host's rows of the batch (`data_layout`): hosts of one
+    input shard pass the same rows."""
     sharding = self.batch_sharding()
     out = {}
     for name, value in local_batch.items():

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AbstractMesh, PartitionSpec
 
-from flan_jax import optimizers, partitioning
+from flan_jax import data_layout, optimizers, partitioning
 
 GiB = 1024**3
 
@@ -430,4 +430,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   if sl:
     print(sl.describe())
   print(result.report(sl.hbm_per_device if sl else None))
+  try:
+    print(input_layout(mesh, sl.devices_per_host if sl else mesh["data"] * mesh["model"], batch_size))
+  except data_layout.DataLayoutError as e:
+    print(f"flan-jax plan: {e}", file=sys.stderr)
+    return 2
   return 0
+
+
+def input_layout(mesh: Mapping[str, int], devices_per_host: int, batch_size: int) -> str:
+  """Which hosts read the same input rows, taking a host's devices as adjacent in the mesh (as
+  `Partitioner` lays out devices in order where the platform gives no physical layout)."""
+  shape = (mesh["data"], mesh["model"])
+  processes = np.arange(math.prod(shape)).reshape(shape) // devices_per_host
+  return data_layout.describe(data_layout.host_layouts(processes, ["data", "model"], ["data"], batch_size),
+                              batch_size)

@@ -163,7 +163,7 @@ def train(
   `flan_jax.evaluation.make_evaluator` with at most `eval_suites_limit` examples per task; their scores go to
   the metrics as `eval/<suite>` and their outputs to `MODEL_DIR/eval_suites/step_<N>/`.
   """
-  from flan_jax import optimizers, partitioning, trainer as trainer_lib
+  from flan_jax import data_layout, optimizers, partitioning, trainer as trainer_lib
   from flan_jax.checkpoints import manager
   from flan_jax.data import feature_converters, input_pipeline
   from flan_jax.metrics_writer import MetricsWriter, measure_matmul_peak_flops
@@ -183,12 +183,12 @@ def train(
         eval_suites_max_decode_length, os.path.join(model_dir, "eval_suites"))
   part = partitioning.Partitioner(partitioner or partitioning.PartitionerConfig())
   part.check_batch_size(batch_size, "BATCH_SIZE")
+  shard = part.data_layout(batch_size)  # hosts of one data-parallel replica read the same rows
   converter = feature_converter or feature_converters.get_feature_converter("encoder_decoder")
   input_config = input_pipeline.InputConfig(
       mixture_or_task_name, dict(task_feature_lengths), batch_size, shuffle=shuffle, seed=random_seed,
       use_cached=use_cached)
-  host_it = input_pipeline.host_iterator(input_config, converter, jax.process_index(), jax.process_count(),
-                                         input_process=input_process)
+  host_it = input_pipeline.host_iterator(input_config, converter, shard, input_process=input_process)
   batch_shapes = {k: (batch_size, length) for k, length in host_it.feature_lengths.items()}
   batch_dtypes = {k: np.int32 for k in batch_shapes}
   schedule = optimizers.make_schedule(learning_rate_schedule, learning_rate, warmup_steps, train_steps)
@@ -203,6 +203,8 @@ def train(
       f.write(gin_config_str)
     _write_model_spec(model_dir, model)
   print(f"flan-jax train: {part.describe()}; batch {batch_shapes}", flush=True)
+  if jax.process_count() > 1:
+    print(f"flan-jax train: {data_layout.describe(part.data_layouts(batch_size), batch_size)}", flush=True)
 
   # --- state: resume from MODEL_DIR, else INITIAL_CHECKPOINT_PATH, else from scratch
   ckpt = manager.Checkpointer(model_dir, max_to_keep=keep_checkpoints, async_save=True)
@@ -257,7 +259,7 @@ def train(
   if eval_period:
     eval_config = dataclasses.replace(input_config, mixture_or_task_name=eval_mixture_or_task_name, split=eval_split,
                                       shuffle=False, num_epochs=1)
-    eval_fn = lambda: _evaluate(trainer, state.params, eval_config, converter, eval_steps)  # noqa: E731
+    eval_fn = lambda: _evaluate(trainer, state.params, eval_config, converter, shard, eval_steps)  # noqa: E731
   last: dict[str, float] = {}
   pending = None
   t_last = time.perf_counter()
@@ -358,10 +360,10 @@ def _log(writer, step: int, metrics, seconds: float, step_flops, peak_total, log
   return values
 
 
-def _evaluate(trainer, params, config, converter, eval_steps: int) -> dict[str, float]:
+def _evaluate(trainer, params, config, converter, shard, eval_steps: int) -> dict[str, float]:
   """Teacher-forced metrics over the first `eval_steps` batches of the held-out mixture."""
   from flan_jax.data import input_pipeline
-  batches = input_pipeline.host_batches_of(config, converter, jax.process_index(), jax.process_count())
+  batches = input_pipeline.host_batches_of(config, converter, shard)
   sums: dict[str, float] = {}
   for batch in itertools.islice(batches, eval_steps):
     m = {k: float(v) for k, v in jax.device_get(trainer.eval_step(params, trainer.global_batch(batch))).items()}

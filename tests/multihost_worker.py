@@ -1,5 +1,5 @@
-"""One process of the 2-process test: joins over gloo on 127.0.0.1, trains the tiny model 10 steps on its rows of
-each global batch, and prints the per-token losses as JSON (process 0)."""
+"""One process of a multi-process test: joins over gloo on 127.0.0.1, trains the tiny model 10 steps on its rows of
+each global batch (as the mesh's data layout gives them), and prints the per-token losses as JSON (process 0)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,10 @@ import sys
 import jax
 
 
-def main(port: int, process_id: int, num_partitions: int) -> None:
+def main(port: int, process_id: int, num_processes: int, num_partitions: int) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
+  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
+                             process_id=process_id)
   from flan_jax import optimizers
   from flan_jax import partitioning as pl
   from flan_jax import trainer as trainer_lib
@@ -21,16 +22,17 @@ def main(port: int, process_id: int, num_partitions: int) -> None:
   opt = optimizers.Adafactor(optimizers.AdafactorConfig(min_dim_size_to_factor=16), optimizers.constant_schedule(0.05))
   tr = trainer_lib.Trainer(TinyModel(), opt, part, SHAPES)
   state = tr.init_state()
-  rows = 8 // jax.process_count()
+  shard = part.data_layout(8)
   losses = []
   for batch in random_batches(10):
-    local = {k: v[process_id * rows:(process_id + 1) * rows] for k, v in batch.items()}
+    local = {k: v[shard.first_row:shard.first_row + shard.rows] for k, v in batch.items()}
     state, metrics = tr.train_step(state, tr.global_batch(local))
     losses.append(float(metrics["loss"]) / float(metrics["nonpadding_tokens"]))
   if process_id == 0:
-    print(json.dumps({"losses": losses, "mesh": dict(part.mesh.shape), "processes": jax.process_count()}))
+    print(json.dumps({"losses": losses, "mesh": dict(part.mesh.shape), "processes": jax.process_count(),
+                      "shards": shard.num_shards}))
   jax.distributed.shutdown()
 
 
 if __name__ == "__main__":
-  main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+  main(*(int(a) for a in sys.argv[1:5]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flan_jax.data import feature_converters, input_pipeline
+from flan_jax.data_layout import HostDataLayout
 from tests import fixture_tasks
 from tests.batch_checks import assert_batches_equal
 
@@ -15,30 +16,34 @@ def _converter():
   return feature_converters.get_feature_converter("encoder_decoder", pack=False)
 
 
+def _shard(index: int = 0, count: int = 1, batch_size: int = 4) -> HostDataLayout:
+  return HostDataLayout.even(index, count, batch_size)
+
+
 def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
 def test_restore_continues_exactly():
-  it = input_pipeline.host_iterator(CONFIG, _converter(), 0, 1)
+  it = input_pipeline.host_iterator(CONFIG, _converter(), _shard())
   reference = _take(it, 8)
-  it2 = input_pipeline.host_iterator(CONFIG, _converter(), 0, 1)
+  it2 = input_pipeline.host_iterator(CONFIG, _converter(), _shard())
   _take(it2, 3)
   state = it2.state()
   assert state["batches_consumed"] == 3
-  fresh = input_pipeline.host_iterator(CONFIG, _converter(), 0, 1)
+  fresh = input_pipeline.host_iterator(CONFIG, _converter(), _shard())
   fresh.restore(state)
   assert_batches_equal(_take(fresh, 5), reference[3:])
   other = input_pipeline.host_iterator(
       input_pipeline.InputConfig(fixture_tasks.TRAIN_TASK, {"inputs": 16, "targets": 8}, batch_size=4, seed=8),
-      _converter(), 0, 1)
+      _converter(), _shard())
   with pytest.raises(input_pipeline.InputConfigError, match="seed"):
     other.restore(state)
 
 
 def test_hosts_read_disjoint_shards():
-  a = input_pipeline.host_iterator(CONFIG, _converter(), 0, 2)
-  b = input_pipeline.host_iterator(CONFIG, _converter(), 1, 2)
+  a = input_pipeline.host_iterator(CONFIG, _converter(), _shard(0, 2))
+  b = input_pipeline.host_iterator(CONFIG, _converter(), _shard(1, 2))
   ba, bb = next(a), next(b)
   assert ba["encoder_input_tokens"].shape == (2, 16)  # 4 global rows over 2 processes
   rows_a = {tuple(r) for r in ba["encoder_input_tokens"]}
@@ -47,7 +52,7 @@ def test_hosts_read_disjoint_shards():
 
 
 def test_prefetcher_state_counts_consumed_batches():
-  it = input_pipeline.host_iterator(CONFIG, _converter(), 0, 1)
+  it = input_pipeline.host_iterator(CONFIG, _converter(), _shard())
   pre = input_pipeline.DevicePrefetcher(it, lambda b: b, depth=3)
   try:
     first = next(pre)
@@ -60,8 +65,8 @@ def test_prefetcher_state_counts_consumed_batches():
 def test_errors_name_the_binding():
   with pytest.raises(input_pipeline.InputConfigError, match="MIXTURE_OR_TASK_NAME='nope' is not a registered"):
     input_pipeline.check_mixture("nope")
-  with pytest.raises(input_pipeline.InputConfigError, match="BATCH_SIZE=4 is not divisible by the 3 processes"):
-    input_pipeline.host_iterator(CONFIG, _converter(), 0, 3)
+  with pytest.raises(input_pipeline.InputConfigError, match="BATCH_SIZE=4 is not 3 input shards of 2 rows"):
+    input_pipeline.host_iterator(CONFIG, _converter(), HostDataLayout(0, 3, 2, 0))
   with pytest.raises(input_pipeline.InputConfigError, match="train.mixture_components component='missing'"):
     input_pipeline.register_mixture("x_mix", [("missing", 1.0)], "train.mixture_components")
   input_pipeline.register_mixture("flan_jax_test_mix", [(fixture_tasks.TRAIN_TASK, 1.0)], "m")
@@ -98,8 +103,8 @@ def test_input_process_gives_the_same_batches_resumes_and_closes(flan_data_dir, 
   from flan_jax.data import input_process, mixing  # pylint: disable=import-outside-toplevel
   config = input_pipeline.InputConfig(mixing.register_available("cot_zsopt"), {"inputs": 64, "targets": 16},
                                       batch_size=4, seed=3)
-  here = _take(input_pipeline.host_iterator(config, _converter(), 0, 1), 4)
-  it = input_pipeline.host_iterator(config, _converter(), 0, 1, input_process=True)
+  here = _take(input_pipeline.host_iterator(config, _converter(), _shard()), 4)
+  it = input_pipeline.host_iterator(config, _converter(), _shard(), input_process=True)
   assert_batches_equal(_take(it, 2), here[:2])
   it.restore(it.state(3))
   assert_batches_equal([next(it)], here[3:])
@@ -110,5 +115,5 @@ def test_input_process_gives_the_same_batches_resumes_and_closes(flan_data_dir, 
   pre.close()  # ends the child, so the prefetch thread blocked on it returns at once
   assert child._child.poll() is not None  # pylint: disable=protected-access
   # A mixture with a non-Flan task stays in this process, saying why.
-  _take(input_pipeline.host_iterator(CONFIG, _converter(), 0, 1, input_process=True), 1)
+  _take(input_pipeline.host_iterator(CONFIG, _converter(), _shard(), input_process=True), 1)
   assert f"{fixture_tasks.TRAIN_TASK} is rendered in the training process" in capsys.readouterr().err

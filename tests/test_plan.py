@@ -145,6 +145,9 @@ def test_plan_cli_on_the_xxl_recipe(capsys):
   # Factored Adafactor: the slots are a tiny fraction of the parameters.
   assert rows["optimizer state"] < rows["parameters"] / 100
   assert "-> fits" in out
+  # The model axis (8) spans two hosts of 4 devices: each pair reads one input shard.
+  assert "input: 16 shard(s) of 4 rows of the 64-row batch over 32 host(s); shard 0: hosts 0,1; shard 1: hosts 2,3" \
+      in out
   # Without remat and model parallelism, XXL does not fit one 32 GiB v4 chip per 8 sequences.
   assert plan.main(["--gin_file=runs/flan_t5_xxl_flan2022.gin", "--gin.REMAT_POLICY='none'",
                     "--gin.NUM_PARTITIONS=1", "--topology=v4-16"]) == 0

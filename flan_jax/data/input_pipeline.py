@@ -1,8 +1,9 @@
 """Per-host training input: this process's shard of a SeqIO mixture -> batches -> global device arrays.
 
-Each process reads shard `process_index` of `process_count` of the mixture (`streaming`: tasks sampled by rate,
-rendered and tokenized in Python) and packs it into batches of `batch_size / processes` rows as the configured
-feature converter lays them out (`host_batches`); the trainer assembles global arrays from the process-local rows.
+Each host reads its input shard of the mixture (`flan_jax.data_layout`: hosts of one data-parallel replica read the
+same shard; `streaming`: tasks sampled by rate, rendered and tokenized in Python) and packs it into batches of the
+shard's rows as the configured feature converter lays them out (`host_batches`); the trainer assembles global
+arrays from the host-local rows.
 The iterator's state is the number of batches consumed (plus what identifies the stream); restoring rebuilds the
 same deterministic stream and skips exactly that many batches, so a resumed run sees the batches an uninterrupted
 run would. With `input_process`, a mixture of Flan tasks is rendered in a child process without seqio or TensorFlow
@@ -22,6 +23,7 @@ import numpy as np
 import seqio
 
 from flan_jax.data import host_batches, input_process as input_process_lib, mixing, streaming
+from flan_jax.data_layout import HostDataLayout
 
 
 class InputConfigError(ValueError):
@@ -116,32 +118,31 @@ def _tasks_with_rates(name: str, rate: float) -> list[tuple[seqio.Task, float]]:
 
 
 def batch_config(config: InputConfig, feature_converter: seqio.FeatureConverter,
-                 process_count: int) -> host_batches.BatchConfig:
-  """This process's batch layout; errors name the binding."""
+                 shard: HostDataLayout) -> host_batches.BatchConfig:
+  """This host's batch layout (`shard.rows` rows); errors name the binding."""
   check_mixture(config.mixture_or_task_name)
-  if config.batch_size % process_count:
-    raise InputConfigError(f"BATCH_SIZE={config.batch_size} is not divisible by the {process_count} processes")
+  if shard.rows * shard.num_shards != config.batch_size:
+    raise InputConfigError(f"BATCH_SIZE={config.batch_size} is not {shard.num_shards} input shards of "
+                           f"{shard.rows} rows")
   try:
-    return host_batches.config_from_converter(feature_converter, config.task_feature_lengths,
-                                              config.batch_size // process_count)
+    return host_batches.config_from_converter(feature_converter, config.task_feature_lengths, shard.rows)
   except ValueError as e:
     raise InputConfigError(str(e)) from None
 
 
 def host_batches_of(config: InputConfig, feature_converter: seqio.FeatureConverter,
-                    process_index: int, process_count: int) -> Iterator[dict[str, np.ndarray]]:
-  """This process's batches (batch_size / process_count rows each), endless unless num_epochs is set."""
-  layout = batch_config(config, feature_converter, process_count)
-  examples = streaming.mixture_examples(config.mixture_or_task_name, stream_config(config, process_index,
-                                                                                   process_count))
+                    shard: HostDataLayout) -> Iterator[dict[str, np.ndarray]]:
+  """This host's batches (`shard.rows` rows of shard `shard.shard_index`), endless unless num_epochs is set."""
+  layout = batch_config(config, feature_converter, shard)
+  examples = streaming.mixture_examples(config.mixture_or_task_name, stream_config(config, shard))
   return host_batches.batches(examples, layout)
 
 
-def stream_config(config: InputConfig, process_index: int, process_count: int) -> streaming.StreamConfig:
-  """What decides this process's example stream."""
+def stream_config(config: InputConfig, shard: HostDataLayout) -> streaming.StreamConfig:
+  """What decides this host's example stream (hosts of one input shard read the same one)."""
   return streaming.StreamConfig(
       lengths=dict(config.task_feature_lengths), seed=config.seed, shuffle=config.shuffle,
-      num_epochs=config.num_epochs, shard_index=process_index, num_shards=process_count, split=config.split,
+      num_epochs=config.num_epochs, shard_index=shard.shard_index, num_shards=shard.num_shards, split=config.split,
       use_cached=config.use_cached)
 
 
@@ -187,35 +188,35 @@ class ResumableIterator:
 
   def restore(self, state: Mapping[str, Any]) -> None:
     mismatched = {k: (state.get(k), v) for k, v in self.identity.items()
-                  if k != "process_count" and state.get(k) != v}
+                  if k != "num_shards" and state.get(k) != v}
     if mismatched:
       raise InputConfigError(
           f"the checkpoint's dataset state does not match this run's input: {mismatched} (saved, now)")
-    if state.get("process_count") != self.identity.get("process_count"):
-      print(f"warning: resuming with {self.identity.get('process_count')} processes where the checkpoint had "
-            f"{state.get('process_count')}; per-host shards differ, so the batch stream differs", file=sys.stderr)
+    if state.get("num_shards") != self.identity.get("num_shards"):
+      print(f"warning: resuming with {self.identity.get('num_shards')} input shards where the checkpoint had "
+            f"{state.get('num_shards')}; per-host shards differ, so the batch stream differs", file=sys.stderr)
     self._reset(int(state["batches_consumed"]))
 
 
-def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter, process_index: int,
-                  process_count: int, input_process: bool = False) -> ResumableIterator:
+def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter, shard: HostDataLayout,
+                  input_process: bool = False) -> ResumableIterator:
   """This process's resumable batches; with `input_process`, rendered in a child process when every task of the
   mixture is a Flan task (else here, with a note saying why)."""
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
-              "seed": config.seed, "split": config.split, "process_count": process_count,
+              "seed": config.seed, "split": config.split, "num_shards": shard.num_shards,
               "task_feature_lengths": dict(config.task_feature_lengths)}
-  layout = batch_config(config, feature_converter, process_count)  # validates before any compile
+  layout = batch_config(config, feature_converter, shard)  # validates before any compile
   job, why = None, ""
   if input_process:
     job, why = input_process_lib.job_for(mixing.rates(config.mixture_or_task_name),
-                                         stream_config(config, process_index, process_count), layout)
+                                         stream_config(config, shard), layout)
   if input_process and job is None:
     print(f"note: {config.mixture_or_task_name} is rendered in the training process: {why}", file=sys.stderr)
   if job is not None:
     make = functools.partial(input_process_lib.ProcessBatches, job)
   else:
     def make(skip: int) -> Iterator[dict[str, np.ndarray]]:
-      return itertools.islice(host_batches_of(config, feature_converter, process_index, process_count), skip, None)
+      return itertools.islice(host_batches_of(config, feature_converter, shard), skip, None)
   return ResumableIterator(make, identity, host_batches.feature_lengths(layout))
 
 
