@@ -81,8 +81,8 @@ def mock_absent(enabled: bool, num_rows: int):
 def train_batches(mixture: str, lengths, seed: int, batch_size: int, engine: str, stream_sizes: list):
   """Packed encoder-decoder batches of one epoch of `mixture`'s present tasks, as numpy. The train engine appends
   the (inputs, targets) lengths of the examples, in stream order, to `stream_sizes`."""
-  from flan_jax.data import host_batches, mixing, streaming  # pylint: disable=import-outside-toplevel
-  name = mixing.register_available(mixture)  # absent tasks are left out, each warned
+  from flan_jax.data import availability, host_batches, streaming  # pylint: disable=import-outside-toplevel
+  name = availability.resolve(mixture, only_available=True)  # absent tasks are left out, said in one line
   if engine == "train":
 
     def tapped(chunks):

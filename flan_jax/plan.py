@@ -395,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               epilog="Any --gin.NAME=VALUE flag overrides the gin files, as in flan-jax train.")
   p.add_argument("--gin_file", action="append", default=[], required=True)
   p.add_argument("--gin_search_paths", default="")
-  p.add_argument("--mesh", default=None, help="data=N,model=M (default: from --topology, else 1 device)")
+  p.add_argument("--mesh", default=None, help="data=N,model=M (default: from --topology, else the local devices)")
   p.add_argument("--topology", default=None, help="a TPU slice (v4-32) or gpu:MODEL: its device count and memory")
   p.add_argument("--model_parallel", type=int, default=None,
                  help="with --topology: the 'model' axis size (default: the gin macro NUM_PARTITIONS, else 1)")
@@ -415,7 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.mesh:
       mesh = parse_mesh(a.mesh)
     else:
-      devices = sl.devices if sl else 1
+      devices = sl.devices if sl else jax.device_count()
+      if not sl:
+        print(f"planning for this machine's {devices} {jax.devices()[0].platform} device(s); --topology v4-32 "
+              "(or gpu:h100, ...) plans for a slice you are not on")
       mp = a.model_parallel or int(gin_macro("NUM_PARTITIONS", 1))
       if devices % mp:
         raise ValueError(f"model parallelism {mp} does not divide the {devices} devices of {a.topology}")

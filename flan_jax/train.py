@@ -307,11 +307,11 @@ def _resolve_mixture(name: str, components: Sequence[tuple[str, float]] | None, 
     resolved = []
     for component, rate in components:
       input_pipeline.check_mixture(str(component), f"{components_binding} component")
-      resolved.append((input_pipeline.present_only(str(component), only_available, components_binding), rate))
+      resolved.append((availability.resolve(str(component), only_available, components_binding), rate))
     components = resolved
   input_pipeline.register_mixture(name, components, components_binding)
   input_pipeline.check_mixture(name, binding)
-  return input_pipeline.present_only(name, only_available, binding)
+  return availability.resolve(name, only_available, binding)
 
 
 def _write_model_spec(model_dir: str, model: Any) -> None:
@@ -362,7 +362,7 @@ def _log(writer, step: int, metrics, seconds: float, step_flops, peak_total, log
 
 def _evaluate(trainer, params, config, converter, shard, eval_steps: int) -> dict[str, float]:
   """Teacher-forced metrics over the first `eval_steps` batches of the held-out mixture."""
-  from flan_jax.data import input_pipeline
+  from flan_jax.data import availability, input_pipeline
   batches = input_pipeline.host_batches_of(config, converter, shard)
   sums: dict[str, float] = {}
   for batch in itertools.islice(batches, eval_steps):

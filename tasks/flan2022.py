@@ -10,17 +10,13 @@ NIv2 line out; the paper's collection has it, so it is in). The paper's four-par
 NIv2, CoT; Chung et al. 2022) is `flan2022_muffin_t0sf_niv2_cot`: the same submixes at the same weights
 without Dialog, renormalised by seqio.
 
-A mixture whose data is partly absent: `require_data(name)` fails at once naming every missing task and how
-to get it; `available_only(name)` registers `<name>_available` with the present tasks and returns their
-renormalised shares.
+A mixture whose data is partly absent: `flan_jax.data.availability.resolve(name, only_available)` fails naming
+every missing task and how to get it, or registers `<name>_available` with the present tasks.
 """
 from __future__ import annotations
 
-import sys
 from typing import Mapping, Sequence
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import doctor
 from flan_jax.data import mixing
 
 FAMILY_SETTINGS = {
@@ -89,34 +85,3 @@ def shares(mixture: str) -> dict[str, float]:
   r = mixing.rates(mixture)
   total = sum(r.values())
   return {t: v / total for t, v in r.items()}
-
-
-def missing_tasks(mixture: str) -> list[doctor.TaskStatus]:
-  return [s for s in doctor.diagnose(mixture) if not s.present]
-
-
-def require_data(mixture: str) -> None:
-  """Raises DataMissingError naming every task of `mixture` whose data is absent, and how to get it."""
-  missing = missing_tasks(mixture)
-  if missing:
-    how = sorted({s.how_to_get for s in missing})
-    raise data_dir_lib.DataMissingError(
-        f"mixture {mixture}: {len(missing)} task(s) lack their data: "
-        f"{', '.join(s.task for s in missing[:20])}{' ...' if len(missing) > 20 else ''}\n"
-        + "\n".join(f"- {h}" for h in how[:20])
-        + "\n(or train on what is present: the available-only flag, flan2022.available_only)")
-
-
-def available_only(mixture: str) -> tuple[str, dict[str, float]]:
-  """Registers `<mixture>_available` (present tasks at their effective rates, dropped ones warned) and
-  returns its name and the renormalised share of each task; also prints the shares per task source."""
-  name = mixing.register_available(mixture)
-  s = shares(name)
-  by_source: dict[str, float] = {}
-  from flan_jax.data import registry  # pylint: disable=import-outside-toplevel
-  for task, share in s.items():
-    src = registry.flan_source(task).dataset.task_source
-    by_source[src] = by_source.get(src, 0.0) + share
-  print(f"mixture {mixture}: training on {len(s)} present task(s); renormalised shares: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in sorted(by_source.items())), file=sys.stderr)
-  return name, s

@@ -21,9 +21,9 @@ def _run(capsys, *argv):
 def test_list_filters_by_kind_and_regex(capsys):
   rc, out, _ = _run(capsys, "list", *FIXTURE, "--filter", "^clifix")
   assert rc == 0
-  assert out.splitlines() == ["mixture  clifix_mix", "task     clifix_qa", "task     clifix_qa_inverted"]
+  assert out.splitlines() == ["mixture  clifix_mix  (2 tasks)", "task     clifix_qa", "task     clifix_qa_inverted"]
   rc, out, _ = _run(capsys, "list", *FIXTURE, "--kind", "mixture", "--filter", "clifix")
-  assert out.splitlines() == ["mixture  clifix_mix"]
+  assert out.splitlines() == ["mixture  clifix_mix  (2 tasks)"]
   rc, _, err = _run(capsys, "list", *FIXTURE, "--filter", "(")
   assert rc == 2 and "--filter '(' is not a valid regex" in err
 
@@ -121,9 +121,10 @@ def test_download_and_verify_are_plugged_in(capsys, flan_data_dir):
 
 
 def test_real_cot_task_and_mixture(capsys):
-  rc, out, _ = _run(capsys, "show", "cot_gsm8k_template_0to10_zero_shot", "-n", "2", "--tokenized")
+  rc, out, err = _run(capsys, "show", "cot_gsm8k_template_0to10_zero_shot", "-n", "2", "--tokenized")
   records = [json.loads(line) for line in out.splitlines()]
   assert rc == 0 and len(records) == 2
+  assert "skipped rows" not in err  # nothing was skipped: nothing to say
   assert records[0]["_task_name"].startswith("cot_gsm8k") and records[0]["_template_type"] == "zs_opt"
   assert records[0]["inputs_pretokenized"].startswith("Natalia sold clips to 48 of her friends in April")
   assert records[0]["inputs"][-1] == vocab.EOS_ID
@@ -132,7 +133,8 @@ def test_real_cot_task_and_mixture(capsys):
 def test_real_mixture_stats_leave_out_tasks_without_data_and_name_them(capsys):
   rc, out, err = _run(capsys, "stats", "cot_zsopt", "-n", "200", "--lengths", "2048/512")
   assert rc == 0 and "cot_zsopt: 200 examples" in out and "rows vs bound" in out
-  assert "leaving out task cot_esnli_template_0to10_zero_shot" in err and "download --only cot" in err
+  assert "'cot_zsopt': using 14 of its 18 tasks as 'cot_zsopt_available'" in err
+  assert len([line for line in err.splitlines() if "cot_zsopt_available" in line]) == 1
   assert "tasks left out, their data is not in the data dir (4): " in out and "cot_esnli" in out
   rc, _, err = _run(capsys, "show", "cot_esnli_template_0to10_zero_shot", "-n", "1")
   assert rc == 2 and "flan/cot/esnli_train.tsv is not in the data dir" in err

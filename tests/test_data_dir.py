@@ -25,3 +25,16 @@ def test_missing_file_names_the_download_command(tmp_path):
   data_dir.set_data_dir(tmp_path)
   with pytest.raises(data_dir.DataMissingError, match=r"flan/cot/esnli_train.tsv.*--only cot"):
     data_dir.data_file("flan/cot/esnli_train.tsv", source="cot")
+
+
+def test_relative_dir_resolves_against_the_checkout_from_a_subfolder(tmp_path, monkeypatch):
+  root = data_dir.REPO_ROOT
+  monkeypatch.chdir(root / "notebooks")
+  relative = "tests/fixtures"  # exists under the checkout, not under notebooks/
+  monkeypatch.setenv(data_dir.ENV_VAR, relative)
+  assert data_dir.data_dir() == root / relative
+  monkeypatch.chdir(root)
+  assert data_dir.data_dir() == root / relative
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / relative).mkdir(parents=True)
+  assert data_dir.data_dir() == tmp_path / relative  # the working dir comes first

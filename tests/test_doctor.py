@@ -73,9 +73,10 @@ def _doctor(*argv: str) -> int:
 
 
 def test_mixed_mixture_lists_each_task_and_each_fix_once(tfds_dir, mixtures, offline, capsys):
-  assert _doctor("doctor_test_mixed", "--tfds_data_dir", str(tfds_dir)) == 1
+  assert _doctor("doctor_test_mixed", "--tfds_data_dir", str(tfds_dir), "--verbose") == 1
   out = capsys.readouterr().out
   lines = out.splitlines()
+  assert lines[0].startswith(f"{len(mixtures) - 2} of {len(mixtures)} tasks of doctor_test_mixed lack their data")
   status = {line.split()[1]: line.split()[0] for line in lines if line.startswith(("ok", "MISSING"))}
   assert status == {t: "ok" if t.startswith(PRESENT) else "MISSING" for t in mixtures}
   assert f"{len(mixtures) - 2} of {len(mixtures)} tasks of doctor_test_mixed lack their data" in out
@@ -88,7 +89,7 @@ def test_mixed_mixture_lists_each_task_and_each_fix_once(tfds_dir, mixtures, off
 
 
 def test_all_present_exits_zero_and_non_flan_tasks_are_noted(tfds_dir, mixtures, offline, capsys):
-  assert _doctor("doctor_test_outer", "--tfds_data_dir", str(tfds_dir)) == 0
+  assert _doctor("doctor_test_outer", "--tfds_data_dir", str(tfds_dir), "--verbose") == 0
   out = capsys.readouterr().out
   assert f"ok       {OTHER_TASK}  (not a Flan task; presence not checked)" in out
   assert "ok       rte_template_0_zero_shot\n" in out  # the sub-mixture is flattened
@@ -99,10 +100,20 @@ def test_tfds_data_dir_from_env_when_no_flag(tfds_dir, mixtures, offline, monkey
   monkeypatch.setenv(tfds_source.ENV_VAR, str(tfds_dir))
   assert _doctor("doctor_test_present") == 0
   monkeypatch.setenv(tfds_source.ENV_VAR, str(tfds_dir / "elsewhere"))
-  assert _doctor("doctor_test_present") == 1
+  assert _doctor("doctor_test_present", "--verbose") == 1
   assert "MISSING  rte_template_0_zero_shot" in capsys.readouterr().out
 
 
 def test_unknown_name_exits_two(mixtures, capsys):
   assert _doctor("doctor_test_no_such_mixture") == 2
   assert "doctor_test_no_such_mixture" in capsys.readouterr().err
+
+
+def test_a_large_mixture_summarises_in_few_lines(flan_data_dir, capsys):
+  import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  assert _doctor("niv2_submix") == 1
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) <= 50
+  assert " tasks of niv2_submix lack their data (" in lines[0] and "dataset(s) to get:" in lines[0]
+  assert lines[-2].startswith("... and ") and lines[-2].endswith("more dataset(s): --verbose lists them all")
+  assert all(line.endswith("tasks)") for line in lines[1:-2])  # each NIv2 dataset: its 3 variants

@@ -78,22 +78,23 @@ def test_capped_rates_by_hand(everything):
 
 
 def test_missing_data_fails_naming_tasks(everything):
-  flan2022 = everything[0]
-  with pytest.raises(data_dir_lib.DataMissingError, match=r"dialog_submix: \d+ task\(s\) lack their data: .*wiki_dialog"):
-    flan2022.require_data("dialog_submix")
-  with pytest.raises(data_dir_lib.DataMissingError, match="no task of mixture dialog_zsopt"):
-    flan2022.available_only("dialog_zsopt")
+  from flan_jax.data import availability  # pylint: disable=import-outside-toplevel
+  with pytest.raises(data_dir_lib.DataMissingError,
+                     match=r"mixture='dialog_submix': \d+ of its \d+ task\(s\) lack their data: .*wiki_dialog"):
+    availability.resolve("dialog_submix", False)
+  with pytest.raises(data_dir_lib.DataMissingError, match="'dialog_zsopt': none of its"):
+    availability.resolve("dialog_zsopt", True)
 
 
 def test_available_only_renormalises(everything, capsys):
+  from flan_jax.data import availability, mixing  # pylint: disable=import-outside-toplevel
   flan2022 = everything[0]
   full = flan2022.shares("cot_zsopt")
-  name, shares = flan2022.available_only("cot_zsopt")
-  assert name == "cot_zsopt_available"
+  shares = flan2022.shares(availability.resolve("cot_zsopt", True))
   assert sum(shares.values()) == pytest.approx(1.0)
   assert not any("esnli" in t or "qed" in t for t in shares)  # their TSVs are absent offline
   kept = sum(full[t] for t in shares)
   for t, s in shares.items():
     assert s == pytest.approx(full[t] / kept)
-  err = capsys.readouterr().err
-  assert "leaving out" in err and "renormalised shares: CoT 1.0000" in err
+  assert "renormalised shares: CoT 1.0000" in capsys.readouterr().err
+  assert set(mixing.rates("cot_zsopt_available")) == set(shares)

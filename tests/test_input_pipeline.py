@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flan_jax.data import feature_converters, input_pipeline
+from flan_jax.data import availability, feature_converters, input_pipeline
 from flan_jax.data_layout import HostDataLayout
 from tests import fixture_tasks
 from tests.batch_checks import assert_batches_equal
@@ -65,6 +65,8 @@ def test_prefetcher_state_counts_consumed_batches():
 def test_errors_name_the_binding():
   with pytest.raises(input_pipeline.InputConfigError, match="MIXTURE_OR_TASK_NAME='nope' is not a registered"):
     input_pipeline.check_mixture("nope")
+  with pytest.raises(input_pipeline.InputConfigError, match=f"did you mean '{fixture_tasks.TRAIN_TASK}'"):
+    input_pipeline.check_mixture(fixture_tasks.TRAIN_TASK[:-1] + "x")
   with pytest.raises(input_pipeline.InputConfigError, match="BATCH_SIZE=4 is not 3 input shards of 2 rows"):
     input_pipeline.host_iterator(CONFIG, _converter(), HostDataLayout(0, 3, 2, 0))
   with pytest.raises(input_pipeline.InputConfigError, match="train.mixture_components component='missing'"):
@@ -75,34 +77,11 @@ def test_errors_name_the_binding():
     input_pipeline.register_mixture("flan_jax_test_mix", [(fixture_tasks.EVAL_TASK, 1.0)], "m")
 
 
-def test_present_only_leaves_out_absent_tasks_and_renormalises(flan_data_dir, capsys):
-  import tasks  # noqa: F401 - registers the CoT mixtures (the data dir lacks the esnli and qed TSVs)
-  from flan_jax.data import mixing
-  absent = [d for d in ("esnli", "qed") if not (flan_data_dir / "flan" / "cot" / f"{d}_train.tsv").exists()]
-  assert absent, "the test needs a CoT dataset missing from the data dir"
-  with pytest.raises(input_pipeline.InputConfigError, match=r"(?s)X='cot_zsopt': \d+ of its \d+ task\(s\) lack.*"
-                     r"only_available_data"):
-    input_pipeline.present_only("cot_zsopt", False, "X")
-  name = input_pipeline.present_only("cot_zsopt", True, "X")
-  assert name == "cot_zsopt_available"
-  err = capsys.readouterr().err
-  assert f"leaving out cot_{absent[0]}" in err or f"leaving out stream_{absent[0]}" in err
-  assert "renormalised shares" in err
-  full = mixing.rates("cot_zsopt")
-  want = {t: r for t, r in full.items() if not any(d in t for d in absent)}
-  got = mixing.rates(name)
-  assert 0 < len(got) < len(full) and set(got) == set(want)
-  for task, rate in want.items():
-    assert got[task] == pytest.approx(rate)
-  # A task or mixture with all its data comes back unchanged.
-  assert input_pipeline.present_only(fixture_tasks.TRAIN_TASK, False, "X") == fixture_tasks.TRAIN_TASK
-
-
 def test_input_process_gives_the_same_batches_resumes_and_closes(flan_data_dir, capsys):
   import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   from flan_jax.data import input_process, mixing  # pylint: disable=import-outside-toplevel
-  config = input_pipeline.InputConfig(mixing.register_available("cot_zsopt"), {"inputs": 64, "targets": 16},
-                                      batch_size=4, seed=3)
+  config = input_pipeline.InputConfig(availability.resolve("cot_zsopt", only_available=True),
+                                      {"inputs": 64, "targets": 16}, batch_size=4, seed=3)
   here = _take(input_pipeline.host_iterator(config, _converter(), _shard()), 4)
   it = input_pipeline.host_iterator(config, _converter(), _shard(), input_process=True)
   assert_batches_equal(_take(it, 2), here[:2])

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from flan_jax.data import host_batches, input_process, mixing, streaming
+from flan_jax.data import availability, host_batches, input_process, mixing, streaming
 from tests import fixture_tasks
 from tests.batch_checks import assert_batches_equal
 
@@ -19,7 +19,7 @@ STREAM = streaming.StreamConfig({"inputs": 128, "targets": 32}, seed=5)
 @pytest.fixture(scope="module")
 def cot_rates(flan_data_dir):
   import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  return mixing.rates(mixing.register_available("cot_zsopt"))
+  return mixing.rates(availability.resolve("cot_zsopt", only_available=True))
 
 
 def test_child_batches_equal_in_process_batches_and_skip(cot_rates):

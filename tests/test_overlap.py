@@ -58,3 +58,21 @@ def test_data_overlap_command(flan_data_dir, capsys):
   assert result["tasks"]["bbh/navigate"]["contaminated"] >= 1
   bad = parser.parse_args(["overlap", name, "--suite", "nope"])
   assert bad.func(bad) == 2
+
+
+def test_data_overlap_only_available(flan_data_dir, capsys):
+  import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (cot_zsopt lacks esnli/qed)
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--data_dir")
+  parser.add_argument("--module")
+  overlap.register_cli(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["overlap", "cot_zsopt", "--suite", "bbh_direct", "--benchmark_limit", "1",
+                            "--limit", "5"])
+  with pytest.raises(SystemExit, match=r"mixture='cot_zsopt': 4 of its 18 task\(s\) lack their data"):
+    args.func(args)
+  args = parser.parse_args(["overlap", "cot_zsopt", "--suite", "bbh_direct", "--benchmark_limit", "1",
+                            "--limit", "5", "--only_available"])
+  assert args.func(args) == 0
+  captured = capsys.readouterr()
+  assert json.loads(captured.out)["train_examples"] == 5
+  assert "using 14 of its 18 tasks as 'cot_zsopt_available'" in captured.err

@@ -173,3 +173,12 @@ def test_gin_files_resolve_even_with_a_runs_package_on_sys_path(tmp_path, monkey
   cyc.write_text(f"include '{cyc}'\n")
   with pytest.raises(ValueError, match="cycle"):
     plan.load_gin([str(cyc)], [])
+
+
+def test_plan_without_topology_plans_for_the_local_devices(capsys):
+  import jax  # pylint: disable=import-outside-toplevel
+  out, _ = _plan_cli(capsys, "--gin_file=models/flan_t5_tiny.gin", "--gin_file=runs/finetune.gin",
+                     "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 32}", "--gin.BATCH_SIZE=8")
+  n = jax.device_count()
+  assert out.startswith(f"planning for this machine's {n} cpu device(s); --topology v4-32")
+  assert f"mesh data={n}, model=1 ({n} devices)" in out

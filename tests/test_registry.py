@@ -18,10 +18,11 @@ MIXTURES = ("cot_submix", "niv2_submix", "cot_fsopt", "palmflan_cot_zs_opt")
 def _summary() -> dict:
   """What registration and the stream give in this process (module-level so a child process can call it)."""
   import tasks  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import mixing, registry, streaming  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import availability, mixing, registry, streaming  # pylint: disable=import-outside-toplevel
   digest = hashlib.sha256()
   config = streaming.StreamConfig({"inputs": 256, "targets": 64}, seed=7, num_epochs=1)
-  for _, chunk in zip(range(3), streaming.mixture_examples(mixing.register_available("cot_submix"), config)):
+  present = availability.resolve("cot_submix", only_available=True)
+  for _, chunk in zip(range(3), streaming.mixture_examples(present, config)):
     for values, lengths in chunk.values():
       digest.update(values.tobytes() + lengths.tobytes())
   # What `import tasks` registered (other tests of the session may have added more since).

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import seqio
 
+from flan_jax.data import availability
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import mixing
 from flan_jax.data import registry
@@ -171,7 +172,7 @@ def test_shuffle_plan_shares_one_budget_by_mixture_share():
 
 
 def test_mixture_sources_buffer_rows_by_their_share(registered, monkeypatch):
-  name = mixing.register_available("cot_submix")
+  name = availability.resolve("cot_submix", only_available=True)
   mix = seqio.get_mixture_or_task(name)
   assert isinstance(mix, seqio_tasks.BudgetedMixture)
   seen = {}

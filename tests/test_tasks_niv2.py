@@ -6,6 +6,7 @@ import json
 import pytest
 import seqio
 
+from flan_jax.data import availability
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import mixing
 from flan_jax.data import registry
@@ -99,10 +100,10 @@ def test_rates_are_capped_counts(registered, flan_data_dir):
 
 
 def test_available_mixture_leaves_out_missing_files(registered, capfd):
-  name = mixing.register_available("cot_zsopt")
+  name = availability.resolve("cot_zsopt", only_available=True)
   kept = mixing.rates(name)
   err = capfd.readouterr().err
-  assert "leaving out cot_esnli_template_0to10_zero_shot" in err and len(kept) == 14
+  assert "using 14 of its 18 tasks as 'cot_zsopt_available'" in err and len(kept) == 14
   with pytest.raises(KeyError, match="unknown tasks"):
     mixing.register_capped("bad_mix", ["no_such_task"], 10)
 

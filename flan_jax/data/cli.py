@@ -68,28 +68,17 @@ def lookup(name: str):
   raise UnknownNameError(f"unknown task or mixture {name!r}{hint}")
 
 
-def with_available_tasks(provider, split: str = "train"):
-  """(the provider, []) for a task; for a mixture, the mixture of its tasks whose data is there (same rates) and
-  the names of those left out, each warned about on stderr (e.g. CoT esnli/qed, absent from the data dir)."""
-  seqio = _seqio()
-  if not isinstance(provider, seqio.Mixture):
+def with_available_tasks(name: str):
+  """(the task or mixture to read, the tasks left out): a mixture's tasks whose data is absent are left out (said
+  in one line, `availability.resolve`); a task is read as it is, so a missing file is named when it is read."""
+  from flan_jax.data import availability, mixing  # pylint: disable=import-outside-toplevel
+  provider = lookup(name)
+  if name not in mixing.MIXTURES and not isinstance(provider, _seqio().Mixture):
     return provider, []
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  kept, left_out = [], []
-  for task in provider.tasks:
-    try:
-      task.source.get_dataset(split=split, shuffle=False)
-    except (FileNotFoundError, tf.errors.NotFoundError) as e:
-      print(f"warning: mixture {provider.name}: leaving out task {task.name}: {e}", file=sys.stderr)
-      left_out.append(task.name)
-      continue
-    kept.append((task, provider.get_rate(task)))
-  if not left_out:
+  resolved = availability.resolve(name, only_available=True)
+  if resolved == name:
     return provider, []
-  if not kept:
-    raise FileNotFoundError(f"mixture {provider.name}: none of its {len(left_out)} tasks has its data in the data "
-                            f"dir {data_dir_lib.data_dir()}; run `flan-jax data download`")
-  return seqio.Mixture(provider.name, kept), left_out
+  return lookup(resolved), [s.task for s in availability.diagnose(name) if not s.present]
 
 
 def iter_examples(name: str, n: int | None, split: str = "train", shuffle: bool = False,
@@ -97,7 +86,7 @@ def iter_examples(name: str, n: int | None, split: str = "train", shuffle: bool 
   """The first `n` examples of a task or mixture as Python values (strings decoded, token ids as lists)."""
   seqio = _seqio()
   if provider is None:
-    provider, _ = with_available_tasks(lookup(name), split)
+    provider, _ = with_available_tasks(name)
   if isinstance(provider, seqio.Mixture):
     ds = provider.get_dataset(sequence_length=None, split=split, shuffle=shuffle, seed=seed, num_epochs=None,
                               copy_pretokenized=True, passthrough_features=list(META_FEATURES),
@@ -140,11 +129,15 @@ def cmd_list(args: argparse.Namespace) -> int:
   except re.error as e:
     print(f"flan-jax data list: --filter {args.filter!r} is not a valid regex: {e}", file=sys.stderr)
     return 2
+  from flan_jax.data import mixing  # pylint: disable=import-outside-toplevel
   seqio = _seqio()
   mixtures = set(seqio.MixtureRegistry.names())
   for name in registered_names(args.kind):
     if pattern is None or pattern.search(name):
-      print(f"{'mixture' if name in mixtures else 'task':<8} {name}")
+      if name in mixtures:
+        print(f"mixture  {name}  ({len(mixing.leaves(name)):,} tasks)")
+      else:
+        print(f"task     {name}")
   return 0
 
 
@@ -164,8 +157,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.tokenized and k in record:
           print(f"--- {k} ids ({len(record[k])})\n{record[k]}")
   after = skip_counters()
+  left_out = [_since(a, b) for a, b in zip(after, before)]
   # stdout carries the examples (JSONL stays parseable); the skip counts go to stderr with the warnings.
-  print(_skip_report(*(_since(a, b) for a, b in zip(after, before))), file=sys.stderr)
+  if any(sum(counts.values()) for counts in left_out):
+    print(_skip_report(*left_out), file=sys.stderr)
   return 0
 
 
@@ -184,7 +179,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
   except ValueError as e:
     print(f"flan-jax data stats: {e}", file=sys.stderr)
     return 2
-  provider, left_out = with_available_tasks(lookup(args.name), args.split)
+  provider, left_out = with_available_tasks(args.name)
   before = skip_counters()
   examples = iter_examples(args.name, args.n, args.split, args.shuffle, args.seed, provider=provider)
   result = stats_lib.summarize(args.name, stats_lib.rate_shares(provider), examples, lengths, args.block_size)
@@ -224,8 +219,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
   _common_flags(common, argparse.SUPPRESS)
   sub = parser.add_subparsers(dest="command", required=True)
 
-  p = sub.add_parser("list", parents=[common], help="registered tasks and mixtures")
-  p.add_argument("--kind", choices=("task", "mixture"))
+  p = sub.add_parser("list", parents=[common], help="registered tasks and mixtures",
+                     description="Registered tasks and mixtures, one a line; a mixture with its number of tasks.")
+  p.add_argument("--kind", choices=("task", "mixture"), help="only tasks, or only mixtures (default: both)")
   p.add_argument("--filter", help="a regex the names must match (re.search)")
   p.set_defaults(func=cmd_list, needs_registry=True)
 

@@ -29,12 +29,28 @@ def set_data_dir(path: str | os.PathLike | None) -> None:
   _explicit = pathlib.Path(path).expanduser() if path else None
 
 
+# A source checkout's root: a relative $FLAN_JAX_DATA_DIR written for the README's commands (run from there) still
+# resolves from a notebook or a script whose working dir is a subfolder.
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _resolve(path: pathlib.Path) -> pathlib.Path:
+  """An absolute path as is; a relative one against the working dir, else the checkout's root where it exists
+  only there."""
+  path = path.expanduser()
+  if path.is_absolute():
+    return path
+  if path.exists() or not (REPO_ROOT / path).exists():
+    return path.absolute()
+  return REPO_ROOT / path
+
+
 def data_dir() -> pathlib.Path:
   if _explicit is not None:
-    return _explicit
+    return _resolve(_explicit)
   env = os.environ.get(ENV_VAR)
   if env:
-    return pathlib.Path(env).expanduser()
+    return _resolve(pathlib.Path(env))
   return default_cache_dir()
 
 

@@ -283,6 +283,21 @@ def run_verify(args: argparse.Namespace) -> int:
   return 1 if any(c.problem for c in checks) else 0
 
 
+DOWNLOAD_HELP = """\
+Fetches the upstream data the Flan tasks and the evaluation suites read (T5 vocabulary, FLAN templates, CoT
+TSVs, NIv2 tasks, promptsource templates, BBH, MMLU, MGSM, GSM8K) into the data dir, each file at a pinned
+upstream commit and checked against its sha256. Run it again to resume: finished files are kept, partial ones
+continue where they stopped. `flan-jax data verify` then says what is missing or damaged.
+
+  flan-jax data download                      # everything, into $FLAN_JAX_DATA_DIR (else the cache dir)
+  flan-jax data download --only vocab cot     # just these groups
+  flan-jax data download --data_dir /data/flan --jobs 16
+
+TFDS-backed parts (Muffin, T0-SF, Dialog, TyDiQA) are not downloaded here: `flan-jax data doctor MIXTURE`
+says how to prepare them with `tfds build`.
+"""
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--data_dir", default=argparse.SUPPRESS,
                       help=f"data dir (default: ${data_dir_lib.ENV_VAR}, then the cache dir)")
@@ -297,7 +312,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
   """Adds `download` and `verify` to `flan-jax data`; each func(args) returns an exit code."""
   download_parser = subparsers.add_parser(
       "download", help="fetch the pinned upstream files and derive the data dir's files",
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+      description=DOWNLOAD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
   _common(download_parser)
   download_parser.add_argument("--base_url", default=None,
                                help=f"mirror serving REPO/COMMIT/PATH (default: ${BASE_URL_ENV}, "

@@ -12,6 +12,7 @@ run would. With `input_process`, a mixture of Flan tasks is rendered in a child 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import itertools
 import queue
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import seqio
 
-from flan_jax.data import host_batches, input_process as input_process_lib, mixing, streaming
+from flan_jax.data import host_batches, input_process as input_process_lib, mixing, registry, streaming
 from flan_jax.data_layout import HostDataLayout
 
 
@@ -42,79 +43,46 @@ class InputConfig:
   use_cached: bool = False
 
 
-def check_mixture(name: str, binding: str = "MIXTURE_OR_TASK_NAME") -> seqio.Task | seqio.Mixture:
-  """The registered task or mixture, or an error naming the binding and what is registered."""
-  try:
-    return seqio.get_mixture_or_task(name)
-  except ValueError:
-    known = sorted(set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names()))
-    hint = ", ".join(known[:8]) + (" ..." if len(known) > 8 else "")
-    raise InputConfigError(
-        f"{binding}={name!r} is not a registered SeqIO task or mixture (is MIXTURE_OR_TASK_MODULE imported?); "
-        f"{len(known)} registered: {hint}") from None
+def known_names() -> set[str]:
+  """Every task and mixture training can read: the Flan catalog, plus seqio's registries where seqio is already
+  loaded (a MIXTURE_OR_TASK_MODULE registered tasks of its own); a Flan name never imports seqio or TF."""
+  names = set(registry.TASKS) | set(mixing.MIXTURES)
+  if "seqio" in sys.modules:
+    names |= set(seqio_registry_names())
+  return names
+
+
+def seqio_registry_names() -> list[str]:
+  import seqio  # pylint: disable=import-outside-toplevel
+  return list(seqio.MixtureRegistry.names()) + list(seqio.TaskRegistry.names())
+
+
+def check_mixture(name: str, binding: str = "MIXTURE_OR_TASK_NAME") -> None:
+  """Fails with the binding, "did you mean" and where names come from, unless `name` is registered."""
+  if name in registry.TASKS or name in mixing.MIXTURES:
+    return
+  known = known_names()
+  if name in known:
+    return
+  close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+  hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+  raise InputConfigError(
+      f"{binding}={name!r} is not a registered task or mixture; {hint}({len(known)} registered: "
+      "`flan-jax data list`; a module of your own goes in MIXTURE_OR_TASK_MODULE)")
 
 
 def register_mixture(name: str | None, components: Any, binding: str) -> None:
-  """Registers `name` as a SeqIO mixture of (task or mixture, rate) pairs, for run configs that mix existing ones."""
+  """Registers `name` as a mixture of (task or mixture, rate) pairs, for run configs that mix existing ones."""
   if not components:
     return
   components = [(str(c), float(r)) for c, r in components]
   for component, _ in components:
     check_mixture(component, f"{binding} component")
-  if name in seqio.MixtureRegistry.names():
-    existing = seqio.get_mixture_or_task(name)
-    have = sorted((t.name, existing.get_rate(t)) for t in existing.tasks)
-    want = sorted((t.name, rate) for c, r in components for t, rate in _tasks_with_rates(c, r))
-    if have != want:
+  if name in known_names():
+    if mixing.rates(name) != mixing.flattened_rates(components):
       raise InputConfigError(f"{binding}: mixture {name!r} is already registered with other components")
     return
-  from flan_jax.data import mixing
-  mixing.add_mixture(name, components)  # one shuffle-memory budget for all its tasks
-
-
-def present_only(name: str, only_available: bool, binding: str) -> str:
-  """`name` when every task it mixes has its data; else (with `only_available`) a registered copy without the
-  absent tasks, at their effective rates, renormalised. Without the flag a missing part fails here, naming it.
-
-  Presence is the data dir's file-system check (`flan-jax data doctor`); non-Flan tasks count as present.
-  """
-  from flan_jax.data import doctor, mixing
-  statuses = doctor.diagnose(name)
-  missing = [s for s in statuses if not s.present]
-  if not missing:
-    return name
-  if not only_available:
-    how = sorted({s.how_to_get for s in missing})
-    raise InputConfigError(
-        f"{binding}={name!r}: {len(missing)} of its {len(statuses)} task(s) lack their data: "
-        f"{', '.join(s.task for s in missing[:12])}{' ...' if len(missing) > 12 else ''}\n"
-        + "\n".join(f"- {h}" for h in how[:6])
-        + "\n(or set train.only_available_data = True to train on the tasks that are present)")
-  absent = {s.task for s in missing}
-  kept = [(task, rate) for task, rate in mixing.rates(name).items() if task not in absent]
-  if not kept:
-    raise InputConfigError(f"{binding}={name!r}: none of its {len(statuses)} task(s) has its data in the data dir")
-  for s in missing[:12]:
-    print(f"warning: {binding}={name!r}: leaving out {s.task}: {s.how_to_get}", file=sys.stderr)
-  if len(missing) > 12:
-    print(f"warning: {binding}={name!r}: leaving out {len(missing) - 12} more task(s) without data",
-          file=sys.stderr)
-  available = mixing.add_mixture(f"{name}_available", kept)
-  total = sum(rate for _, rate in kept)
-  shares = sorted(((rate / total, task) for task, rate in kept), reverse=True)
-  print(f"{binding}={name!r}: training on {len(kept)} of {len(statuses)} tasks as {available!r} "
-        f"({len(missing)} left out without data); renormalised shares: "
-        + ", ".join(f"{task} {share:.3f}" for share, task in shares[:10])
-        + (f", ... ({len(shares) - 10} more)" if len(shares) > 10 else ""), file=sys.stderr, flush=True)
-  return available
-
-
-def _tasks_with_rates(name: str, rate: float) -> list[tuple[seqio.Task, float]]:
-  item = seqio.get_mixture_or_task(name)
-  if isinstance(item, seqio.Task):
-    return [(item, rate)]
-  total = sum(item.get_rate(t) for t in item.tasks)
-  return [(t, rate * item.get_rate(t) / total) for t in item.tasks]
+  mixing.add_mixture(name, components)
 
 
 def batch_config(config: InputConfig, feature_converter: seqio.FeatureConverter,

@@ -15,10 +15,8 @@ Names follow upstream: `palmflan_<key>_{zs,fs}_{opt,noopt}` (one per template st
 from __future__ import annotations
 
 import dataclasses
-import sys
 from typing import Any, Iterable, Mapping, Sequence
 
-from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import registry
 
 MIXTURE_CAPS = {"FLAN": 30000, "T0": 20000, "CoT": 100000, "NIv2": 5000, "Dialog": 200000}
@@ -135,17 +133,18 @@ def rates(mixture: str) -> dict[str, float]:
   """Effective rate of every task of a mixture, sub-mixtures flattened as seqio's `get_rate` does
   (a sub-mixture's rate split over its tasks in proportion to their rates), in one pass."""
   parts = _parts(mixture)
-  return {mixture: 1.0} if parts is None else _flattened(parts)
+  return {mixture: 1.0} if parts is None else flattened_rates(parts)
 
 
-def _flattened(parts: list[tuple[str, Rate]]) -> dict[str, float]:
+def flattened_rates(parts: Sequence[tuple[str, Rate]]) -> dict[str, float]:
+  """`rates` of a mixture made of these (task or mixture, rate) parts."""
   out: dict[str, float] = {}
   for name, rate in parts:
     sub_parts = _parts(name)
     if sub_parts is None:
       out[name] = out.get(name, 0.0) + (float(rate(_task(name))) if callable(rate) else float(rate))
       continue
-    sub = _flattened(sub_parts)
+    sub = flattened_rates(sub_parts)
     total = sum(sub.values())
     for task, r in sub.items():
       out[task] = out.get(task, 0.0) + float(rate) * r / total
@@ -178,22 +177,3 @@ def _task(name: str) -> Any:
     return registry.TASKS[name]
   import seqio  # pylint: disable=import-outside-toplevel
   return seqio.TaskRegistry.get(name)
-
-
-def register_available(mixture: str, name: str | None = None) -> str:
-  """A copy of `mixture` keeping only tasks whose data is in the data dir, at their effective rates.
-
-  Every dropped task is reported on stderr (e.g. CoT esnli/qed, whose TSVs the offline data dir lacks).
-  """
-  name = name or f"{mixture}_available"
-  kept = []
-  for task, rate in rates(mixture).items():
-    try:
-      registry.flan_source(task).dataset.check_available()
-    except data_dir_lib.DataMissingError as e:
-      print(f"warning: mixture {mixture}: leaving out {task}: {e}", file=sys.stderr, flush=True)
-      continue
-    kept.append((task, rate))
-  if not kept:
-    raise data_dir_lib.DataMissingError(f"no task of mixture {mixture} has its data in {data_dir_lib.data_dir()}")
-  return add_mixture(name, kept)

@@ -68,14 +68,25 @@ def overlap(train_texts: Iterable[str], examples: Sequence[EvalExample], n: int 
   }
 
 
-def _train_texts(name: str, split: str, limit: int | None) -> Iterable[str]:
+def _train_texts(name: str, split: str, limit: int | None, only_available: bool = False) -> Iterable[str]:
   import seqio
 
+  from flan_jax.data import availability, data_dir
+  try:
+    name = availability.resolve(name, only_available, "mixture")
+  except data_dir.DataMissingError as e:
+    raise SystemExit(f"flan-jax data overlap: {e}") from None
+  except ValueError:
+    pass  # not in the catalog: seqio's lookup below names it
   try:
     provider = seqio.get_mixture_or_task(name)
   except ValueError as e:
     raise SystemExit(f"flan-jax data overlap: {name!r} is not a registered task or mixture: {e}") from e
-  ds = provider.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1)
+  if isinstance(provider, seqio.Mixture):  # a mixture keeps the pretokenized texts only when asked to
+    ds = provider.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1, copy_pretokenized=True,
+                              trim_output_features=False)
+  else:
+    ds = provider.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1)
   if limit is not None:
     ds = ds.take(limit)
   for ex in ds.as_numpy_iterator():
@@ -95,7 +106,7 @@ def run_overlap(args: argparse.Namespace) -> int:
   examples = [ex for s in suites for ex in s.examples(args.benchmark_limit, tfds_data_dir=args.tfds_data_dir)]
   # The same item appears in a suite's direct and CoT variants; count it once.
   unique = list({(ex.task, ex.index): ex for ex in examples}.values())
-  result = overlap(_train_texts(args.mixture, args.split, args.limit), unique, args.ngram)
+  result = overlap(_train_texts(args.mixture, args.split, args.limit, args.only_available), unique, args.ngram)
   result.update(mixture=args.mixture, split=args.split, suites=[s.name for s in suites])
   print(json.dumps(result, indent=2, ensure_ascii=False))
   print(f"{result['contaminated']} of {result['benchmark_examples']} benchmark items "
@@ -113,6 +124,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--ngram", type=int, default=13, help="n-gram length in words (default 13)")
   p.add_argument("--split", default="train")
   p.add_argument("--limit", type=int, default=None, help="training examples read (default: all)")
+  p.add_argument("--only_available", action="store_true",
+                 help="leave out the mixture's tasks whose data is absent, as ONLY_AVAILABLE_DATA does in training")
   p.add_argument("--benchmark_limit", type=int, default=None, help="test items per benchmark task")
   p.add_argument("--tfds_data_dir", default=None, help="for tydiqa_direct")
   p.add_argument("--data_dir", default=argparse.SUPPRESS, help="the Flan data dir")
