@@ -16,9 +16,6 @@ class TrainState:
   def step(self) -> jax.Array:
     return self.opt_state.count
 
-  def as_dict(self) -> dict[str, Any]:
-    return {"params": self.params, "opt_state": self.opt_state}
-
 
 def create(params: Any, optimizer: Any) -> TrainState:
   return TrainState(params=params, opt_state=optimizer.init(params))

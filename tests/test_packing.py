@@ -119,30 +119,6 @@ def test_packing_is_deterministic():
   assert_batches_equal([packing.pack_block([dict(e) for e in examples], LENGTHS)], [a])
 
 
-def test_resume_from_state_gives_exactly_the_remaining_rows():
-  examples = _stream(700, seed=4)
-  block = 256
-  full = list(packing.PackedIterator(examples, LENGTHS, block_size=block))
-  for stop in [1, 37, len(full) // 2, len(full) - 1]:
-    it = packing.PackedIterator(examples, LENGTHS, block_size=block)
-    for _ in range(stop):
-      next(it)
-    state = packing.PackState.from_dict(it.state.to_dict())
-    resumed = packing.PackedIterator(examples[state.input_offset(block):], LENGTHS, block_size=block, state=state)
-    rest = list(resumed)
-    assert len(rest) == len(full) - stop
-    for got, want in zip(rest, full[stop:]):
-      for k in want:
-        np.testing.assert_array_equal(got[k], want[k])
-
-
-def test_resume_against_a_different_stream_is_an_error():
-  examples = _stream(100, seed=5)
-  it = packing.PackedIterator(examples[:3], LENGTHS, block_size=64, state=packing.PackState(0, 50))
-  with pytest.raises(ValueError, match="not the stream the state was saved from"):
-    next(it)
-
-
 def test_greedy_count_is_next_fit_with_a_flush_per_batch():
   # Next fit: [10,6] fits, 4 does not (20 > 16) -> new row; a batch of max(lengths)=16 examples flushes the row.
   assert packing.greedy_row_count(np.array([[1, 10], [1, 6], [1, 4], [1, 12]]), [16, 16]) == 2

@@ -16,10 +16,8 @@ bound, also by fit-decreasing, keeping whichever needs fewer rows:
   (cot_submix: FFD +12.9% over the bound, fill +0.6%).
 Rows come out ordered by the earliest example they hold; inside a row examples keep stream order.
 
-Determinism and resume: the stream is cut into consecutive blocks of `block_size` examples and each block is packed on
-its own, so the packed rows are a pure function of the input stream. `PackState(blocks_done, rows_done)` is the whole
-state: to resume, position the input at `state.input_offset(block_size)` examples (the start of the unfinished block)
-and pass the state to `PackedIterator`, which repacks that block and drops the rows already emitted.
+Determinism: the stream is cut into consecutive blocks of `block_size` examples and each block is packed on its own,
+so the packed rows are a pure function of the input stream.
 
 Output per packed feature `k` (as seqio's `trim_and_pack_dataset`): `k` (tokens, 0-padded), `k_segment_ids` (1, 2, ...
 per example in the row, 0 on padding) and `k_positions` (0, 1, ... inside each example).
@@ -27,9 +25,8 @@ per example in the row, 0 on padding) and `k_positions` (0, 1, ... inside each e
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -246,74 +243,6 @@ def pack_block(examples: Sequence[Mapping[str, np.ndarray]], lengths: Mapping[st
   sizes = np.stack([np.diff(splits[k]) for k in lengths], axis=1) if examples else np.zeros([0, len(lengths)])
   row_of = fit_assign(sizes, list(lengths.values()))
   return build_rows(values, splits, row_of, lengths)
-
-
-@dataclasses.dataclass(frozen=True)
-class PackState:
-  """Where a packed stream stands: `blocks_done` whole blocks emitted, then `rows_done` rows of the next block."""
-  blocks_done: int = 0
-  rows_done: int = 0
-
-  def input_offset(self, block_size: int) -> int:
-    """How many input examples to skip before resuming: the start of the unfinished block."""
-    return self.blocks_done * block_size
-
-  def to_dict(self) -> dict[str, int]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, int]) -> PackState:
-    return cls(blocks_done=int(d["blocks_done"]), rows_done=int(d["rows_done"]))
-
-
-class PackedIterator(Iterator[dict[str, np.ndarray]]):
-  """Iterates FFD-packed rows of a stream of examples; `state` after any row resumes exactly after it.
-
-  `examples` must start at `state.input_offset(block_size)` of the original stream.
-  """
-
-  def __init__(self, examples: Iterable[Mapping[str, np.ndarray]], lengths: Mapping[str, int],
-               block_size: int = DEFAULT_BLOCK_SIZE, state: PackState = PackState()):
-    if block_size <= 0:
-      raise ValueError(f"block_size must be positive, got {block_size}")
-    self._examples = iter(examples)
-    self._lengths = check_lengths(lengths)
-    self._block_size = block_size
-    self._blocks_done = state.blocks_done
-    self._rows_done = state.rows_done
-    self._block: dict[str, np.ndarray] | None = None
-
-  @property
-  def state(self) -> PackState:
-    return PackState(self._blocks_done, self._rows_done)
-
-  def _load_block(self) -> bool:
-    block = []
-    for ex in self._examples:
-      block.append(ex)
-      if len(block) == self._block_size:
-        break
-    if not block:
-      return False
-    self._block = pack_block(block, self._lengths)
-    num_rows = len(next(iter(self._block.values())))
-    if self._rows_done > num_rows:
-      raise ValueError(f"cannot resume at row {self._rows_done} of block {self._blocks_done}: it packs into "
-                       f"{num_rows} rows; the input is not the stream the state was saved from")
-    return True
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    while True:
-      if self._block is None and not self._load_block():
-        raise StopIteration
-      num_rows = len(next(iter(self._block.values())))
-      if self._rows_done < num_rows:
-        row = {k: v[self._rows_done] for k, v in self._block.items()}
-        self._rows_done += 1
-        return row
-      self._block = None
-      self._blocks_done += 1
-      self._rows_done = 0
 
 
 def ffd_row_count(sizes: np.ndarray, lengths: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE) -> int:

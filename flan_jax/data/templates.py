@@ -162,11 +162,6 @@ def fill(pattern: str, features: Mapping[str, Any]) -> str:
   return "".join(out)
 
 
-def pattern_fields(patterns: Sequence[tuple[str, str]]) -> set[str]:
-  """The feature names a list of (inputs, targets) patterns reads."""
-  return {text for pat in patterns for s in pat for is_field, text in _parts(s) if is_field}
-
-
 def format_options(options: Sequence[str]) -> str:
   """FLAN's deterministic `options_` string."""
   return "OPTIONS:\n- " + "\n- ".join(options)
