@@ -141,3 +141,15 @@ def test_task_catalogue_is_generated_from_the_registry():
   proc = subprocess.run([sys.executable, str(DOCS / "make_catalogue.py"), "--check"], capture_output=True, text=True,
                         cwd=DOCS.parent, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_gin_file_examples_in_run_configs_name_files_that_exist():
+  """The usage examples in gin_configs/runs/*.gin comments name gin files that are there."""
+  named = []
+  for path in sorted((REPO / "gin_configs" / "runs").glob("*.gin")):
+    for line in path.read_text().splitlines():
+      if line.startswith("#"):
+        named += [(path.name, f) for f in re.findall(r"--gin_file=([\w/.]+\.gin)", line)]
+  assert ("finetune.gin", "models/flan_t5_small.gin") in named
+  missing = [(where, f) for where, f in named if not (REPO / "gin_configs" / f).exists() and not (REPO / f).exists()]
+  assert not missing
