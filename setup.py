@@ -15,6 +15,8 @@ INSTALL_REQUIRES = [
     "gin-config==0.5.0",
     "clu==0.0.12",
     "sentencepiece==0.2.3",
+    # `flan-jax plot`.
+    "matplotlib",
     # Imported by clu / tfds without being declared by them.
     "tensorboard",
     "importlib_resources",
@@ -25,7 +27,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "matplotlib"],
+    # selenium drives the system's chromium + chromedriver in the rating page's browser test (.ci/run installs them).
+    "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "selenium==4.51.0"],
     # Parity tests and benchmarks against Hugging Face only.
     "hf": ["torch==2.13.0", "transformers==5.23.0", "safetensors"],
     # XManager pulls cloud SDKs and caps protobuf below 7; kept out of the core install (docs/training.md).
@@ -39,7 +42,7 @@ setuptools.setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["flan_jax", "flan_jax.*", "tasks", "tasks.*", "launch"]),
-    package_data={"flan_jax": ["data/*.json"]},
+    package_data={"flan_jax": ["data/*.json", "evaluation/*.html"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["flan-jax=flan_jax.cli:main"]},

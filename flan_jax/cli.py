@@ -7,16 +7,19 @@ import sys
 COMMANDS = {
     "data": ("flan_jax.data.cli", "build, inspect, download and verify the Flan data"),
     "convert": ("flan_jax.checkpoints.convert", "convert checkpoints between T5X, Hugging Face and ours"),
+    "checkpoints": ("flan_jax.checkpoints.cli", "list a checkpoint dir's steps, verify them against their manifests"),
     "train": ("flan_jax.train", "finetune a model (gin-configured, T5X-style flags)"),
     "eval": ("flan_jax.eval", "run the paper's evaluation suites on a checkpoint"),
     "infer": ("flan_jax.infer", "decode or score with a checkpoint"),
     "plan": ("flan_jax.plan", "per-device memory estimate for a gin config and mesh"),
+    "plot": ("flan_jax.plot", "a PNG of training loss and evaluation scores over steps, for one or more runs"),
+    "rate": ("flan_jax.rate", "a local page for rating two models' outputs side by side (eval open-ended)"),
 }
 
 
 def usage() -> str:
   lines = ["usage: flan-jax <command> [args...]", "", "commands:"]
-  lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+  lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
   return "\n".join(lines)
 
 

@@ -12,6 +12,10 @@ index then differs per row); positions 1..max_decode_len hold the output.
 
 Cache leaves whose leading dimension is the batch are expanded for several decodes / beams and reordered with
 the beams; other leaves (e.g. a scalar `cache_index`) are shared by every row.
+
+Stop sequences (`stop_tokens`, int32[batch, S, K], see `flan_jax.stopping`): a row also ends, as at EOS, once its
+generated tokens (never the start token) end with one of its S token sequences, each right-aligned in K slots and
+padded with NO_TOKEN. The stop tokens stay in the output; the text is cut on the host.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import numpy as np
 
 NEG_INF = -1.0e7
 PAD_ID = 0
+NO_TOKEN = -1  # pads stop tables; no generated id equals it
 TokensToLogits = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
 
 
@@ -67,6 +72,18 @@ def _initial_buffer(initial_ids: jax.Array | None, rows: int, length: int) -> ja
   return seqs.at[:, 0].set(initial_ids)
 
 
+def stop_hit(seqs: jax.Array, pos: jax.Array, stop_tokens: jax.Array) -> jax.Array:
+  """bool[rows]: whether the tokens of `seqs` [rows, 1 + length] at positions 1..pos end with one of the row's
+  stop sequences `stop_tokens` [rows, S, K] (right-aligned, NO_TOKEN-padded; an all-NO_TOKEN row never stops)."""
+  k = stop_tokens.shape[-1]
+  positions = pos - k + 1 + jnp.arange(k)
+  window = jnp.take(seqs, jnp.clip(positions, 0, seqs.shape[1] - 1), axis=1)
+  window = jnp.where(positions >= 1, window, NO_TOKEN - 1)  # before the output: matches nothing, not even padding
+  padding = stop_tokens == NO_TOKEN
+  matches = jnp.all((window[:, None, :] == stop_tokens) | padding, axis=-1) & ~jnp.all(padding, axis=-1)
+  return jnp.any(matches, axis=-1)
+
+
 def _filter_logits(logits: jax.Array, topk: int, topp: float) -> jax.Array:
   """Masks logits outside the top-k and outside the smallest nucleus with probability mass >= topp."""
   if topk:
@@ -96,12 +113,13 @@ def temperature_sample(
     topp: float = 0.0,
     num_decodes: int = 1,
     initial_ids: jax.Array | None = None,
+    stop_tokens: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Samples `num_decodes` sequences per input; temperature 0 is greedy (argmax).
 
-  `cache` and `initial_ids` are for `batch_size` rows; `tokens_to_logits` must already see inputs expanded to
-  batch_size * num_decodes rows in the order [b0 d0, b0 d1, ..., b1 d0, ...] (see `expand_batch`).
-  Returns tokens int32[batch, num_decodes, max_decode_len] (EOS kept, zeros after it) and the summed
+  `cache`, `initial_ids` and `stop_tokens` are for `batch_size` rows; `tokens_to_logits` must already see inputs
+  expanded to batch_size * num_decodes rows in the order [b0 d0, b0 d1, ..., b1 d0, ...] (see `expand_batch`).
+  Returns tokens int32[batch, num_decodes, max_decode_len] (EOS or stop kept, zeros after it) and the summed
   log-probability of the generated tokens under the model's unfiltered, untempered distribution.
   """
   if temperature < 0:
@@ -114,6 +132,8 @@ def temperature_sample(
   cache = expand_batch(cache, batch_size, num_decodes)
   if initial_ids is not None:
     initial_ids = jnp.repeat(jnp.asarray(initial_ids, jnp.int32), num_decodes, axis=0)
+  if stop_tokens is not None:
+    stop_tokens = jnp.repeat(jnp.asarray(stop_tokens, jnp.int32), num_decodes, axis=0)
   seqs = _initial_buffer(initial_ids, rows, max_decode_len)
   rng = jax.random.PRNGKey(0) if rng is None else rng
 
@@ -137,6 +157,8 @@ def temperature_sample(
     logprob = logprob + jnp.where(finished, 0.0, token_lp)
     finished = finished | (nxt == eos_id)
     seqs = jax.lax.dynamic_update_slice_in_dim(seqs, nxt[:, None], i + 1, axis=1)
+    if stop_tokens is not None:
+      finished = finished | stop_hit(seqs, i + 1, stop_tokens)
     return i + 1, seqs, cache, finished, logprob, rng
 
   init = (jnp.int32(0), seqs, cache, jnp.zeros((rows,), bool), jnp.zeros((rows,), jnp.float32), rng)
@@ -158,11 +180,13 @@ def beam_search(
     num_beams: int,
     alpha: float = 0.6,
     initial_ids: jax.Array | None = None,
+    stop_tokens: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Beam search with T5X's length penalty; returns the `num_beams` best sequences, best first.
 
-  A hypothesis ends at EOS or at max_decode_len (then it is kept unterminated). Its score is its summed log-prob
-  divided by length_penalty(number of generated tokens, EOS included). `tokens_to_logits` must see inputs
+  A hypothesis ends at EOS, at one of its input's stop sequences (`stop_tokens` [batch, S, K]) or at
+  max_decode_len (then it is kept unterminated). Its score is its summed log-prob divided by
+  length_penalty(number of generated tokens, EOS included). `tokens_to_logits` must see inputs
   expanded to batch_size * num_beams rows, beam-major within each example (see `expand_batch`).
   Returns tokens int32[batch, num_beams, max_decode_len] and scores float32[batch, num_beams].
   """
@@ -171,6 +195,8 @@ def beam_search(
   b, k, length = batch_size, num_beams, max_decode_len
   cache = expand_batch(cache, b, k)
   start = _initial_buffer(initial_ids, b, length)
+  if stop_tokens is not None:
+    stop_tokens = jnp.asarray(stop_tokens, jnp.int32)
   best_possible_lp = length_penalty(length, alpha)
 
   def cond(state):
@@ -192,15 +218,19 @@ def beam_search(
     top_seqs = jnp.take_along_axis(alive, top_beam[:, :, None], axis=1)
     top_seqs = jax.lax.dynamic_update_slice_in_dim(top_seqs, top_tok[:, :, None], i + 1, axis=2)
 
-    # Candidates ending in EOS (or hitting the length limit) compete with the finished set.
-    ends = ((top_tok == eos_id) | (i + 1 == length)) & (top_lp > NEG_INF / 2)
+    # Candidates ending in EOS or a stop sequence (or hitting the length limit) compete with the finished set.
+    stopped = top_tok == eos_id
+    if stop_tokens is not None:
+      hit = stop_hit(top_seqs.reshape(b * 2 * k, -1), i + 1, jnp.repeat(stop_tokens, 2 * k, axis=0))
+      stopped = stopped | hit.reshape(b, 2 * k)
+    ends = (stopped | (i + 1 == length)) & (top_lp > NEG_INF / 2)
     new_scores = jnp.where(ends, top_lp / length_penalty(i + 1, alpha), NEG_INF)
     fin_scores, keep = jax.lax.top_k(jnp.concatenate([fin_scores, new_scores], axis=1), k)
     fin_flags = jnp.take_along_axis(jnp.concatenate([fin_flags, ends], axis=1), keep, axis=1)
     fin_seqs = jnp.take_along_axis(jnp.concatenate([fin_seqs, top_seqs], axis=1), keep[:, :, None], axis=1)
 
     # The rest stay alive; the cache follows the beams they extend.
-    alive_lp, keep = jax.lax.top_k(jnp.where(top_tok == eos_id, NEG_INF, top_lp), k)
+    alive_lp, keep = jax.lax.top_k(jnp.where(stopped, NEG_INF, top_lp), k)
     alive = jnp.take_along_axis(top_seqs, keep[:, :, None], axis=1)
     cache = _gather_beams(cache, jnp.take_along_axis(top_beam, keep, axis=1), b, k)
     return i + 1, alive, alive_lp, fin_seqs, fin_scores, fin_flags, cache
@@ -214,6 +244,11 @@ def beam_search(
 
 
 def strip_after_eos(tokens: np.ndarray, eos_id: int) -> list[int]:
-  """Host-side: a decoded row up to (not including) its first EOS; rows without EOS ran to the length limit."""
+  """Host-side: a decoded row up to (not including) its first EOS; a row without EOS ran to the length limit or
+  ended at a stop sequence (the padding after that is dropped)."""
   row = np.asarray(tokens).tolist()
-  return row[:row.index(eos_id)] if eos_id in row else row
+  if eos_id in row:
+    return row[:row.index(eos_id)]
+  while row and row[-1] == PAD_ID:
+    row.pop()
+  return row

@@ -7,6 +7,7 @@ bind them, and adds the repo's `gin_configs/` directory as a search path.
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import logging
 import os
@@ -14,6 +15,7 @@ import pathlib
 from typing import Sequence
 
 import gin
+from gin import config_parser
 
 REPO_GIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "gin_configs"
 
@@ -89,23 +91,86 @@ def split_gin_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
-  """Parses gin files then bindings (later wins); errors name the file or binding at fault."""
+  """Parses gin files then bindings (later wins); errors name the file or binding at fault.
+
+  Strict about macros: one set by a binding or by a file given on the command line (not by the files those
+  include, whose macros are defaults for whichever bindings want them) must be read by some binding, else it is
+  most likely misspelled (`--gin.TRAIN_STEPZ=10`) and the run would silently use the default. A file's macros
+  are judged by the files' bindings, so a command-line binding that overrides the binding reading one is no error.
+  """
   register_configurables()
   _guard_package_resource_lookup()
   for path in [*search_paths, str(REPO_GIN_DIR), str(REPO_GIN_DIR.parent), os.getcwd()]:
     if path:
       gin.add_config_file_search_path(path)
+  in_files: dict[str, str] = {}
   for f in gin_files:
+    resolved = _find_gin_file(f)
     try:
-      gin.parse_config_file(f)
+      gin.parse_config_file(resolved)
     except (ValueError, IOError, SyntaxError) as e:
       raise GinConfigError(f"gin file {f}: {e}") from None
+    if os.path.isfile(resolved):
+      in_files.update(_macros_set_in(pathlib.Path(resolved).read_text(), lambda line, f=f: f"gin file {f}:{line}"))
+  check_macros_read(in_files)
+  read_by_files = macros_read()
+  in_bindings: dict[str, str] = {}
   for b in bindings:
     try:
       gin.parse_config(b)
     except (ValueError, SyntaxError) as e:
       raise GinConfigError(f"gin binding `{b}`: {e}") from None
+    in_bindings.update(_macros_set_in(b, lambda line, b=b: f"gin binding `{b}`"))
   try:
     gin.finalize()
   except (ValueError, TypeError) as e:
     raise GinConfigError(f"gin config: {e}") from None
+  check_macros_read(in_bindings, read_by_files)
+
+
+def _find_gin_file(path: str) -> str:
+  """The file gin's search paths resolve `path` to (gin's own lookup, which cannot say what it found, also tries
+  package resources: where no plain file matches, `path` goes to gin unchanged)."""
+  prefixes = gin.config._LOCATION_PREFIXES if not os.path.isabs(path) else [""]  # noqa: SLF001
+  for prefix in prefixes:
+    candidate = os.path.join(prefix, path)
+    if os.path.isfile(candidate):
+      return candidate
+  return path
+
+
+def _macros_set_in(text: str, where) -> dict[str, str]:
+  """{macro name: where it is set} for the macro assignments (`NAME = value`) of gin text, not its includes."""
+  out = {}
+  for statement in config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True)):
+    if isinstance(statement, config_parser.BindingStatement) and not statement.arg_name:
+      name = f"{statement.scope}/{statement.selector}" if statement.scope else statement.selector
+      out[name] = where(statement.location.line_num)
+  return out
+
+
+def macros_read() -> set[str]:
+  """The macros some binding of the parsed config reads (`%NAME`)."""
+  config = gin.config._CONFIG  # noqa: SLF001 - gin has no public view of all bindings
+  return {"/".join(ref.scopes) for ref in gin.config.iterate_references(config)
+          if ref.configurable.selector == "gin.macro"}
+
+
+def check_macros_read(set_here: dict[str, str], read_before: set[str] = frozenset()) -> None:
+  """Raises GinConfigError naming each macro in `set_here` ({name: where}) that no binding reads; `read_before`:
+  the macros read before the last bindings were parsed (one of those overrode the binding reading the macro)."""
+  read = macros_read()
+  unread = sorted(set(set_here) - read)
+  if not unread:
+    return
+  lines = []
+  for name in unread:
+    close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.6)
+    if name in read_before:
+      hint = " (another binding overrides the one that read it)"
+    elif close:
+      hint = f"; did you mean {close[0]}?"
+    else:
+      hint = " (is it misspelled, or meant for another config?)"
+    lines.append(f"{set_here[name]}: no binding reads the macro {name}, so setting it changes nothing{hint}")
+  raise GinConfigError("\n".join(lines))

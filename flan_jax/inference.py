@@ -2,7 +2,12 @@
 
 Token level: `predict_batch(model, params, batch, config, rng)` and `score_batch(model, params, batch)`.
 Text level: `Predictor` tokenizes, pads to a few bucketed shapes (so XLA compiles few programs), batches, and
-offers `predict`, `score` and `rank_classification` (score every option, take the best).
+offers `predict` (optionally with stop sequences, `flan_jax.stopping`), `score` and `rank_classification` (score
+every option, take the best). Decoded text is SentencePiece's `DecodeIds` of the ids before EOS, whitespace
+included (as seqio and HF decode).
+
+Scoring convention: T5X scores a target with its EOS (`score_eos=True`, the default here); harnesses that score a
+continuation without it (`score_eos=False`) give different totals and may rank options differently.
 
 Batches use the seqio/T5X feature names. Decoder-only models are prefix LMs: the prompt is the inputs, the
 decode continues it; scoring uses T5X's PrefixLM layout (inputs + targets in one row, loss on targets only).
@@ -20,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flan_jax import decoding
+from flan_jax import decoding, stopping
 from flan_jax.data import vocab as vocab_lib
 from flan_jax.models import model as model_lib
 from flan_jax.models import decoder_only, t5
@@ -61,9 +66,9 @@ def _zero_cache(module, *args, **kwargs) -> Any:
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
 
 
-def _run_decoder(config: DecodeConfig, ttl, cache, batch_size: int, rng, initial_ids=None):
+def _run_decoder(config: DecodeConfig, ttl, cache, batch_size: int, rng, initial_ids=None, stop_tokens=None):
   common = dict(batch_size=batch_size, max_decode_len=config.max_decode_length, eos_id=config.eos_id,
-                initial_ids=initial_ids)
+                initial_ids=initial_ids, stop_tokens=stop_tokens)
   if config.method == "beam":
     return decoding.beam_search(ttl, cache, num_beams=config.num_decodes, alpha=config.alpha, **common)
   temperature = 0.0 if config.method == "greedy" else config.temperature
@@ -118,7 +123,7 @@ def _predict_enc_dec(model, params, batch, config: DecodeConfig, rng):
       logits, state = step(ids, cache)
     return logits[:, 0], state["cache"]
 
-  return _run_decoder(config, ttl, cache, b, rng)
+  return _run_decoder(config, ttl, cache, b, rng, stop_tokens=batch.get("stop_tokens"))
 
 
 def _predict_dec_only(model, params, batch, config: DecodeConfig, rng):
@@ -146,7 +151,7 @@ def _predict_dec_only(model, params, batch, config: DecodeConfig, rng):
                                  max_decode_length=total, mutable=["cache"])
     return logits[:, 0], state["cache"]
 
-  return _run_decoder(config, ttl, cache, b, rng, initial_ids=last)
+  return _run_decoder(config, ttl, cache, b, rng, initial_ids=last, stop_tokens=batch.get("stop_tokens"))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -158,7 +163,8 @@ def _predict_jit(model, params, batch, config, rng):
 
 def predict_batch(model: model_lib.BaseModel, params: dict, batch: dict, config: DecodeConfig,
                   rng: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """Decodes a batch: `encoder_input_tokens` (encoder-decoder) or `prompt_tokens` (decoder-only), [b, len].
+  """Decodes a batch: `encoder_input_tokens` (encoder-decoder) or `prompt_tokens` (decoder-only), [b, len], and
+  optionally `stop_tokens` [b, S, K] (each row's stop sequences, see `decoding.stop_hit`).
 
   Returns tokens [b, num_decodes, max_decode_length] and scores [b, num_decodes] (summed log-probs; for beam
   search the length-normalised beam scores).
@@ -201,8 +207,13 @@ class Predictor:
     self.batch_size = batch_size
     self.max_input_length = max_input_length
     self.vocab = vocabulary or vocab_lib.get_vocabulary()
+    self.processor = stopping.sentencepiece_of(self.vocab)
     self.encoder_decoder = isinstance(self.model, model_lib.EncoderDecoderModel)
     self.truncated = 0
+
+  @functools.cached_property
+  def stop_tokenizer(self) -> stopping.StopTokenizer:
+    return stopping.StopTokenizer(self.processor)
 
   def _encode_input(self, text: str) -> list[int]:
     ids = list(self.vocab.encode(text))
@@ -220,25 +231,40 @@ class Predictor:
     for start in range(0, n, self.batch_size):
       yield start, min(n, start + self.batch_size)
 
-  def predict_ids(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None
-                  ) -> list[list[list[int]]]:
-    """Per input, `num_decodes` decoded id lists (cut at EOS)."""
+  def predict_ids(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None,
+                  stop_sequences: Sequence[Sequence[str]] | None = None) -> list[list[list[int]]]:
+    """Per input, `num_decodes` decoded id lists (cut at EOS; a row ending at one of its input's
+    `stop_sequences` keeps the stop's tokens)."""
+    if stop_sequences is not None and len(stop_sequences) != len(inputs):
+      raise ValueError(f"{len(inputs)} inputs but {len(stop_sequences)} lists of stop sequences")
     encoded = [self._encode_input(t) for t in inputs]
     key = "encoder_input_tokens" if self.encoder_decoder else "prompt_tokens"
     out = []
     for start, end in self._batches(len(encoded)):
       rows = encoded[start:end]
       batch = {key: _pad_rows(rows, _bucket(max(len(r) for r in rows)), self.batch_size)}
+      stops = self.stop_tokenizer.table(stop_sequences[start:end], self.batch_size) if stop_sequences else None
+      if stops is not None:
+        batch["stop_tokens"] = stops
       step_rng = None if rng is None else jax.random.fold_in(rng, start)
       tokens, _ = predict_batch(self.model, self.params, batch, config, step_rng)
       for i in range(end - start):
         out.append([decoding.strip_after_eos(t, vocab_lib.EOS_ID) for t in tokens[i]])
     return out
 
-  def predict(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None
-              ) -> list[list[str]]:
-    """Per input, `num_decodes` decoded strings."""
-    return [[self.vocab.decode(ids) for ids in row] for row in self.predict_ids(inputs, config, rng)]
+  def decode(self, ids: Sequence[int]) -> str:
+    """SentencePiece's DecodeIds of `ids` up to EOS, as seqio decodes: bare "▁" pieces are spaces, extra ids
+    their pieces; ids past the vocabulary (the rows a model pads its embedding with) are the unknown piece."""
+    ids = [int(i) for i in ids]
+    ids = ids[:ids.index(vocab_lib.EOS_ID)] if vocab_lib.EOS_ID in ids else ids
+    size, unk = self.processor.get_piece_size(), self.processor.unk_id()
+    return self.processor.decode_ids([i if 0 <= i < size else unk for i in ids])
+
+  def predict(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None,
+              stop_sequences: Sequence[Sequence[str]] | None = None) -> list[list[str]]:
+    """Per input, `num_decodes` decoded strings, raw: a stop sequence that ended a row is still in its text
+    (`stopping.cut` removes it)."""
+    return [[self.decode(ids) for ids in row] for row in self.predict_ids(inputs, config, rng, stop_sequences)]
 
   def _score_batch_arrays(self, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
     if self.encoder_decoder:
@@ -262,24 +288,28 @@ class Predictor:
     return {"decoder_input_tokens": inputs, "decoder_target_tokens": targets,
             "decoder_causal_attention": causal, "decoder_loss_weights": weights}
 
-  def score(self, inputs: Sequence[str], targets: Sequence[str]) -> list[float]:
-    """Summed log-likelihood of each target (EOS included) given its input."""
+  def score(self, inputs: Sequence[str], targets: Sequence[str], score_eos: bool = True) -> list[float]:
+    """Summed log-likelihood of each target given its input, the target's EOS included when `score_eos` (T5X)."""
     if len(inputs) != len(targets):
       raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
-    pairs = [(self._encode_input(i), list(self.vocab.encode(t)) + [vocab_lib.EOS_ID])
-             for i, t in zip(inputs, targets)]
+    eos = [vocab_lib.EOS_ID] if score_eos else []
+    return self.score_ids(inputs, [list(self.vocab.encode(t)) + eos for t in targets])
+
+  def score_ids(self, inputs: Sequence[str], target_ids: Sequence[Sequence[int]]) -> list[float]:
+    """Summed log-likelihood of each target, given as token ids (scored as they are, EOS only where present)."""
+    pairs = [(self._encode_input(i), list(t)) for i, t in zip(inputs, target_ids)]
     out: list[float] = []
     for start, end in self._batches(len(pairs)):
       scores = score_batch(self.model, self.params, self._score_batch_arrays(pairs[start:end]))
       out.extend(float(s) for s in scores[:end - start])
     return out
 
-  def rank_classification(self, inputs: Sequence[str], options: Sequence[Sequence[str]]
+  def rank_classification(self, inputs: Sequence[str], options: Sequence[Sequence[str]], score_eos: bool = True
                           ) -> tuple[list[int], list[list[float]]]:
-    """Scores every (input, option) pair; returns each input's best option index and all scores."""
+    """Scores every (input, option) pair (`score`); returns each input's best option index and all scores."""
     flat_in = [inp for inp, opts in zip(inputs, options) for _ in opts]
     flat_opt = [o for opts in options for o in opts]
-    flat = self.score(flat_in, flat_opt)
+    flat = self.score(flat_in, flat_opt, score_eos)
     best, scores, pos = [], [], 0
     for opts in options:
       row = flat[pos:pos + len(opts)]
@@ -346,16 +376,7 @@ def seqio_model_fns(model: model_lib.BaseModel, params: dict, config: DecodeConf
 
 def load_checkpoint(directory: str | os.PathLike, step: int | None = None
                     ) -> tuple[model_lib.BaseModel, dict, int]:
-  """Rebuilds the model from `model.json` and restores params (latest step by default): (model, params, step)."""
-  from flan_jax.checkpoints.manager import Checkpointer
-  from flan_jax.models import spec
-
-  model = spec.load_model(directory)
-  if isinstance(model, model_lib.EncoderDecoderModel):
-    shapes = {k: (1, 8) for k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
-  else:
-    shapes = {k: (1, 8) for k in ("decoder_input_tokens", "decoder_target_tokens")}
-  abstract = model.param_shapes(shapes)
-  with Checkpointer(directory, async_save=False) as ckpt:
-    restored = ckpt.restore(step, abstract_params=abstract, with_dataset=False)
-  return model, restored["params"], restored["step"]
+  """Rebuilds the model from `model.json` and restores params (the newest intact step by default), checked
+  against the step's manifest (`flan_jax.checkpoints.loader`): (model, params, step)."""
+  from flan_jax.checkpoints import loader
+  return loader.load_model(directory, step)

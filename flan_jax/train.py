@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import functools
 import importlib
 import itertools
 import json
+import logging
 import os
 import signal
 import sys
 import time
+import traceback
 from typing import Any, Mapping, Sequence
 
 import gin
@@ -22,6 +26,7 @@ import jax
 import numpy as np
 
 from flan_jax import gin_utils
+from flan_jax.checkpoints.lock import RunLockError
 
 
 def _parse_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -34,6 +39,7 @@ def _parse_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--process_count", type=int, default=None)
   parser.add_argument("--process_index", type=int, default=None)
   parser.add_argument("--cpu_collectives", default="gloo", help="CPU cross-process collectives (multi-host CPU)")
+  parser.add_argument("--verbose", action="store_true", help="also print the traceback of a reported error")
   args = parser.parse_args(rest)
   return args, bindings + list(args.gin_bindings)
 
@@ -67,26 +73,69 @@ def _import_modules(modules: Any) -> None:
       raise ValueError(f"MIXTURE_OR_TASK_MODULE={name!r} could not be imported: {e}") from None
 
 
+def _lock_model_dir(model_dir: str):
+  """MODEL_DIR's lease: process 0 takes it (or refuses, naming the holder), and every process learns which."""
+  from flan_jax.checkpoints import loader, lock
+  run_lock = lock.RunLock(model_dir)
+  error = None
+  if jax.process_index() == 0:
+    try:
+      run_lock.acquire()
+    except lock.RunLockError as e:
+      error = e
+  if not loader.all_processes(error is None):
+    raise error or lock.RunLockError(f"process 0 could not lock {model_dir}; see its log")
+  return run_lock
+
+
+def _start_state(trainer, model_dir: str, host_it, initial_checkpoint_path: str | None, initial_checkpoint_format: str,
+                 random_seed: int):
+  """(TrainState, the resume's `loader.Restored` or None): MODEL_DIR's newest intact step, with the damaged steps
+  after it set aside so that they are trained again; else INITIAL_CHECKPOINT_PATH; else a fresh init."""
+  from flan_jax import train_state as train_state_lib
+  from flan_jax.checkpoints import loader, manager
+  if not manager.committed_steps(model_dir):
+    if not initial_checkpoint_path:
+      return trainer.init_state(random_seed), None
+    state = _initial_state(trainer, initial_checkpoint_path, initial_checkpoint_format)
+    print(f"flan-jax train: initialized from {initial_checkpoint_path} (step {int(state.step)})", flush=True)
+    return state, None
+  abstract = trainer.abstract_state_with_shardings()
+  restored = loader.restore(model_dir, abstract_params=abstract.params, abstract_opt_state=abstract.opt_state,
+                            with_dataset=True)
+  note = "" if restored.verified else " (unverified: the step has no manifest)"
+  if restored.damaged:
+    skipped = [c.step for c in restored.damaged]
+    if jax.process_index() == 0:
+      loader.set_aside(model_dir, skipped)
+    loader.all_processes(True)  # the others wait until the damaged steps are out of Orbax's sight
+    note += (f", the newest intact step: skipped damaged step(s) {skipped}, moved to "
+             f"{os.path.join(model_dir, loader.DAMAGED_DIR)}")
+  if restored.dataset_state is not None:
+    host_it.restore(restored.dataset_state[f"process_{jax.process_index()}"])
+  print(f"flan-jax train: resumed from {model_dir} step {restored.step}{note}", flush=True)
+  return train_state_lib.TrainState(params=restored.params, opt_state=restored.opt_state), restored
+
+
 def _initial_state(trainer, path: str, fmt: str):
   """Params (and optimizer state, where the source has ours or T5X's) from INITIAL_CHECKPOINT_PATH."""
-  from flan_jax.checkpoints import manager
+  from flan_jax.checkpoints import loader
 
   abstract = trainer.abstract_state_with_shardings()
   if fmt == "auto":
     if os.path.exists(os.path.join(path, "config.json")):
       fmt = "hf"
-    elif manager.Checkpointer.is_checkpoint_dir(path):
+    elif loader.is_ours(path):
       fmt = "ours"
     else:
       fmt = "t5x"
   if fmt == "ours":
-    with manager.Checkpointer(path, async_save=False, create=False) as ckpt:
-      step = ckpt.latest_step()
-      has_opt = step is not None and manager.OPT_STATE in ckpt.item_names_at(step)
-      restored = ckpt.restore(abstract_params=abstract.params,
-                              abstract_opt_state=abstract.opt_state if has_opt else None, with_dataset=False)
-    params = restored["params"]
-    opt_state = restored["opt_state"] if has_opt else None
+    try:
+      restored = loader.restore(path, abstract_params=abstract.params, abstract_opt_state=abstract.opt_state,
+                                opt_state_required=False)
+    except loader.CheckpointError as e:
+      raise loader.CheckpointError(f"INITIAL_CHECKPOINT_PATH={path!r}: {e}") from None
+    params, opt_state = restored.params, restored.opt_state
   elif fmt == "t5x":
     from flan_jax.checkpoints import t5x
     ckpt = t5x.T5XCheckpoint(path)
@@ -170,6 +219,8 @@ def train(
 
   # --- everything that can be wrong with the configuration fails here, before any compile
   _import_modules(mixture_or_task_module)
+  _check_inputs(mixture_or_task_name, mixture_components, eval_mixture_or_task_name if eval_period else None,
+                eval_mixture_components)
   mixture_or_task_name = _resolve_mixture(mixture_or_task_name, mixture_components, only_available_data,
                                           "MIXTURE_OR_TASK_NAME", "train.mixture_components")
   if eval_period:
@@ -197,33 +248,29 @@ def train(
                                 trainer_lib.TrainerConfig(num_microbatches=num_microbatches, seed=random_seed),
                                 batch_dtypes=batch_dtypes)
 
-  os.makedirs(model_dir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(model_dir, "config.gin"), "w") as f:
-      f.write(gin_config_str)
-    _write_model_spec(model_dir, model)
-  print(f"flan-jax train: {part.describe()}; batch {batch_shapes}", flush=True)
-  if jax.process_count() > 1:
-    print(f"flan-jax train: {data_layout.describe(part.data_layouts(batch_size), batch_size)}", flush=True)
+  run_lock = _lock_model_dir(model_dir)  # one trainer per MODEL_DIR, taken before anything is written there
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    if jax.process_index() == 0:
+      with open(os.path.join(model_dir, "config.gin"), "w") as f:
+        f.write(gin_config_str)
+      _write_model_spec(model_dir, model)
+    print(f"flan-jax train: {part.describe()}; batch {batch_shapes}", flush=True)
+    if jax.process_count() > 1:
+      print(f"flan-jax train: {data_layout.describe(part.data_layouts(batch_size), batch_size)}", flush=True)
 
-  # --- state: resume from MODEL_DIR, else INITIAL_CHECKPOINT_PATH, else from scratch
-  ckpt = manager.Checkpointer(model_dir, max_to_keep=keep_checkpoints, async_save=True)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    abstract = trainer.abstract_state_with_shardings()
-    restored = ckpt.restore(latest, abstract_params=abstract.params, abstract_opt_state=abstract.opt_state)
-    from flan_jax import train_state as train_state_lib
-    state = train_state_lib.TrainState(params=restored["params"], opt_state=restored["opt_state"])
-    if restored["dataset_state"] is not None:
-      host_it.restore(restored["dataset_state"][f"process_{jax.process_index()}"])
-    print(f"flan-jax train: resumed from {model_dir} step {latest}", flush=True)
-  elif initial_checkpoint_path:
-    state = _initial_state(trainer, initial_checkpoint_path, initial_checkpoint_format)
-    print(f"flan-jax train: initialized from {initial_checkpoint_path} (step {int(state.step)})", flush=True)
-  else:
-    state = trainer.init_state(random_seed)
+    # --- state: resume from MODEL_DIR, else INITIAL_CHECKPOINT_PATH, else from scratch
+    state, resumed = _start_state(trainer, model_dir, host_it, initial_checkpoint_path, initial_checkpoint_format,
+                                  random_seed)
+    ckpt = manager.Checkpointer(model_dir, max_to_keep=keep_checkpoints, async_save=True)
+  except BaseException:
+    run_lock.release()
+    raise
   step = int(jax.device_get(state.step))
   writer = MetricsWriter(model_dir, resume_step=step)
+  if resumed is not None and resumed.damaged:
+    writer.write(step, {"checkpoint/damaged_steps_skipped": len(resumed.damaged),
+                        "checkpoint/newest_damaged_step": resumed.damaged[0].step}, console=False)
   step_flops = trainer.step_flops()
   peak = peak_flops_per_device or measure_matmul_peak_flops()
   peak_total = peak * part.mesh.devices.size
@@ -245,6 +292,7 @@ def train(
   def save(force: bool) -> None:
     if ckpt.latest_step() == step:
       return
+    run_lock.check()
     ckpt.save(step, params=state.params, opt_state=state.opt_state, dataset_state=dataset_state(), force=force)
 
   stop = _StopFlag()
@@ -293,16 +341,33 @@ def train(
     signal.signal(signal.SIGTERM, previous)
     ckpt.close()
     writer.close()
+    run_lock.release()
   if stop.requested:
     print(f"flan-jax train: {stop.signal_name} received; saved step {step} and stopped", file=sys.stderr)
   return last
+
+
+def _check_inputs(name: str, components: Sequence[tuple[str, float]] | None, eval_name: str | None,
+                  eval_components: Sequence[tuple[str, float]] | None) -> None:
+  """Every task or mixture named is registered (else an error with "did you mean"), and where they hold Flan tasks
+  the vocabulary is there (and so the data dir): checked off the plain catalog before anything is built."""
+  from flan_jax.data import data_dir, input_pipeline, mixing, registry, tokenizer
+  named = ([(str(c), "train.mixture_components component") for c, _ in components] if components
+           else [(name, "MIXTURE_OR_TASK_NAME")])
+  if eval_name is not None:
+    named += ([(str(c), "train.eval_mixture_components component") for c, _ in eval_components] if eval_components
+              else [(eval_name, "EVAL_MIXTURE_OR_TASK_NAME")])
+  for item, binding in named:
+    input_pipeline.check_mixture(item, binding)
+  if any(task in registry.TASKS for item, _ in named for task in mixing.leaves(item)):
+    data_dir.data_file(tokenizer.VOCAB_PATH, source="vocab")
 
 
 def _resolve_mixture(name: str, components: Sequence[tuple[str, float]] | None, only_available: bool,
                      binding: str, components_binding: str) -> str:
   """Registers `components` as `name` (each left to its present tasks with `only_available`) and returns the
   name to train on: `name`, or its present-tasks copy; unknown names or missing data fail naming the binding."""
-  from flan_jax.data import input_pipeline
+  from flan_jax.data import availability, input_pipeline
   if components:
     resolved = []
     for component, rate in components:
@@ -362,7 +427,7 @@ def _log(writer, step: int, metrics, seconds: float, step_flops, peak_total, log
 
 def _evaluate(trainer, params, config, converter, shard, eval_steps: int) -> dict[str, float]:
   """Teacher-forced metrics over the first `eval_steps` batches of the held-out mixture."""
-  from flan_jax.data import availability, input_pipeline
+  from flan_jax.data import input_pipeline
   batches = input_pipeline.host_batches_of(config, converter, shard)
   sums: dict[str, float] = {}
   for batch in itertools.islice(batches, eval_steps):
@@ -382,22 +447,58 @@ def _evaluate(trainer, params, config, converter, shard, eval_steps: int) -> dic
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
+  verbose = "--verbose" in argv
+  if not verbose:
+    _quiet_library_noise()
   try:
     args, bindings = _parse_flags(argv)
     _initialize_distributed(args)
     if args.data_dir:
       from flan_jax.data import data_dir
       data_dir.set_data_dir(args.data_dir)
-    if args.tfds_data_dir:
+    if args.tfds_data_dir:  # every reader: seqio's, the TF-free TFDS reader, and (through it) the input process
       import seqio
+      from flan_jax.data import tfds_source
       seqio.set_tfds_data_dir_override(args.tfds_data_dir)
+      tfds_source.set_tfds_data_dir(args.tfds_data_dir)
     search = [p for p in args.gin_search_paths.split(",") if p]
     gin_utils.parse(args.gin_file, bindings, search)
     train(gin_config_str=gin.config_str())
-  except (gin_utils.GinConfigError, ValueError, KeyError, FileNotFoundError, FloatingPointError) as e:
-    print(f"flan-jax train: error: {e}", file=sys.stderr)
+  except (gin_utils.GinConfigError, ValueError, KeyError, OSError, FloatingPointError, RunLockError) as e:
+    # What a user can fix gets one line (naming the file, step or binding); --verbose adds the traceback.
+    if verbose:
+      traceback.print_exc()
+    message = str(e).split("\n  In call to configurable")[0]  # gin's note naming `train`: noise here
+    print(f"flan-jax train: error: {message}{_what_to_do(e)}", file=sys.stderr)
     return 1
   return 0
+
+
+@functools.cache  # once per process
+def _quiet_library_noise() -> None:
+  """Without --verbose: a failed background write (a full disk, say) reaches `main`, which reports it in one line,
+  but on its way Orbax (through absl) and asyncio log it with its traceback, and TensorStore's callbacks into the
+  event loop Orbax has closed print theirs. Those records and tracebacks are left out."""
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).addFilter(_without_exceptions)
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
+      previous(unraisable)
+  sys.unraisablehook = hook
+
+
+def _without_exceptions(record: logging.LogRecord) -> bool:
+  return record.exc_info is None
+
+
+def _what_to_do(error: BaseException) -> str:
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" in text or getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text:
+    return ("\nMODEL_DIR's disk is full: its committed steps are intact; free space, then run the same command "
+            "to resume from the last of them")
+  return ""
 
 
 if __name__ == "__main__":

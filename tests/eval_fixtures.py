@@ -14,10 +14,10 @@ TINY_T5 = dict(vocab_size=32128, emb_dim=16, num_heads=2, num_encoder_layers=1, 
                head_dim=8, mlp_dim=32)
 
 
-def write_tiny_checkpoint(directory: pathlib.Path) -> tuple[model_lib.EncoderDecoderModel, dict]:
+def write_tiny_checkpoint(directory: pathlib.Path, seed: int = 0) -> tuple[model_lib.EncoderDecoderModel, dict]:
   model = model_lib.EncoderDecoderModel(T5Config(**TINY_T5))
   shapes = {k: (1, 8) for k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
-  params = model.init_variables(jax.random.PRNGKey(0), shapes)
+  params = model.init_variables(jax.random.PRNGKey(seed), shapes)
   spec.save_spec(directory, model)
   with Checkpointer(directory, async_save=False) as ckpt:
     ckpt.save(0, params=params)

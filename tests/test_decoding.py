@@ -189,3 +189,107 @@ def test_bad_arguments_are_rejected():
   with pytest.raises(ValueError, match="initial_ids"):
     decoding.greedy_decode(make_ttl(1), cache, batch_size=1, max_decode_len=2, eos_id=EOS,
                            initial_ids=jnp.ones((2,), jnp.int32))
+
+
+def test_stop_hit_sees_only_generated_tokens():
+  # Row 0 generated [5, 6, 7] after start token 4; row 1 generated [6] so far.
+  seqs = jnp.asarray([[4, 5, 6, 7], [5, 6, 0, 0]], jnp.int32)
+  pad = decoding.NO_TOKEN
+
+  def hit(pos, stops):
+    return np.asarray(decoding.stop_hit(seqs, jnp.int32(pos), jnp.asarray(stops, jnp.int32))).tolist()
+
+  assert hit(3, [[[pad, 6, 7]], [[pad, 6, 7]]]) == [True, False]
+  assert hit(3, [[[5, 6, 7]], [[pad, pad, 6]]]) == [True, False]   # row 1's last token at pos 3 is 0
+  assert hit(1, [[[pad, pad, 5]], [[pad, pad, 6]]]) == [True, True]
+  # [5, 6] would need the start token 5 of row 1: the start token is never part of a stop.
+  assert hit(1, [[[pad, 4, 5]], [[pad, 5, 6]]]) == [False, False]
+  assert hit(2, [[[pad, pad, pad], [pad, 5, 6]], [[pad, pad, pad], [pad, pad, pad]]]) == [True, False]
+
+
+def _stops(rows):
+  """Right-aligned NO_TOKEN-padded [batch, S, K] table of per-row stop sequences."""
+  num = max(len(r) for r in rows)
+  k = max(len(s) for r in rows for s in r)
+  table = np.full((len(rows), num, k), decoding.NO_TOKEN, np.int32)
+  for b, row in enumerate(rows):
+    for j, s in enumerate(row):
+      table[b, j, k - len(s):] = s
+  return jnp.asarray(table)
+
+
+def _ends(seq, stops, eos=EOS):
+  return seq[-1] == eos or any(len(seq) >= len(s) and list(seq[-len(s):]) == list(s) for s in stops)
+
+
+def test_greedy_stops_at_each_rows_stop_sequences():
+  batch, length = 3, 6
+  logits_fn, make_ttl, cache = make_toy(5, batch, length=length)
+  free, _ = decoding.greedy_decode(make_ttl(1), cache, batch_size=batch, max_decode_len=length, eos_id=-1)
+  free = np.asarray(free[:, 0])
+  # Each row stops at a pair of tokens its free-running decode writes at positions 2-3; row 2 has a stop it never
+  # writes, so it runs to the limit.
+  rows = [[tuple(free[0, 2:4])], [(free[1, 3],), tuple(free[1, 2:4])], [(VOCAB + 7,)]]
+  tokens, lp = decoding.greedy_decode(make_ttl(1), cache, batch_size=batch, max_decode_len=length, eos_id=-1,
+                                      stop_tokens=_stops(rows))
+  for row in range(batch):
+    want = []
+    for tok in free[row]:
+      want.append(int(tok))
+      if _ends(want, rows[row], eos=None):
+        break
+    got = np.asarray(tokens[row, 0]).tolist()
+    assert got[:len(want)] == want and all(t == 0 for t in got[len(want):]), row
+    assert float(lp[row, 0]) == pytest.approx(seq_logprob(logits_fn, row, want), abs=1e-4)
+    # Rows 0 and 1 stop early, and their free-running decodes go on with tokens that are not padding.
+    assert (len(want) < length and free[row, len(want):].any()) == (row < 2), row
+
+
+def test_samples_stop_at_their_first_stop_sequence():
+  batch, length, n = 2, 8, 6
+  _, make_ttl, cache = make_toy(6, batch, length=length)
+  rows = [[(2,), (3, 3)], [(0, 2)]]
+  tokens, _ = decoding.temperature_sample(make_ttl(n), cache, batch_size=batch, max_decode_len=length, eos_id=EOS,
+                                          rng=jax.random.PRNGKey(2), temperature=1.5, num_decodes=n,
+                                          stop_tokens=_stops(rows))
+  stopped = 0
+  for row in range(batch):
+    for d in range(n):
+      seq = np.asarray(tokens[row, d]).tolist()
+      cut = next((i + 1 for i in range(length) if _ends(seq[:i + 1], rows[row])), length)
+      assert all(t == 0 for t in seq[cut:]), (row, d, seq)
+      stopped += cut < length
+  assert stopped  # the toy model does write these stops, so some samples must end early
+
+
+def all_hypotheses_with_stops(vocab, length, stops):
+  """Every output: ends at its first EOS or stop, or runs to `length` tokens without one."""
+  for n in range(1, length + 1):
+    for seq in itertools.product(range(vocab), repeat=n):
+      if any(_ends(seq[:i], stops) for i in range(1, n)):
+        continue
+      if _ends(seq, stops) or n == length:
+        yield list(seq)
+
+
+def test_beam_search_with_stops_is_exhaustive():
+  batch, beams, alpha = 2, 48, 0.6
+  rows = [[(2, 3)], [(3,), (0, 2)]]
+  logits_fn, make_ttl, cache = make_toy(7, batch)
+  tokens, scores = decoding.beam_search(make_ttl(beams), cache, batch_size=batch, max_decode_len=LENGTH,
+                                        eos_id=EOS, num_beams=beams, alpha=alpha, stop_tokens=_stops(rows))
+  for row in range(batch):
+    ranked = sorted(
+        ((seq_logprob(logits_fn, row, h) / float(decoding.length_penalty(len(h), alpha)), h)
+         for h in all_hypotheses_with_stops(VOCAB, LENGTH, rows[row])), reverse=True)
+    for j in range(5):
+      want_score, want = ranked[j]
+      got = np.asarray(tokens[row, j]).tolist()
+      assert got[:len(want)] == want and all(t == 0 for t in got[len(want):]), (row, j)
+      assert float(scores[row, j]) == pytest.approx(want_score, abs=1e-4)
+
+
+def test_strip_after_eos_drops_the_padding_after_a_stop():
+  assert decoding.strip_after_eos(np.asarray([5, 6, 1, 0]), EOS) == [5, 6]
+  assert decoding.strip_after_eos(np.asarray([5, 6, 7, 0, 0]), EOS) == [5, 6, 7]
+  assert decoding.strip_after_eos(np.asarray([5, 0, 7]), EOS) == [5, 0, 7]

@@ -81,7 +81,8 @@ def test_doc_command(where, argv, capsys):
     return
   # data / eval / infer / convert: the (sub)command's --help must know every flag used.
   sub = [command] + ([rest[0]] if rest and not rest[0].startswith("-") and command in ("data", "eval")
-                     and rest[0] in ("download", "verify", "list", "show", "stats", "prompts") else [])
+                     and rest[0] in ("download", "verify", "list", "show", "stats", "prompts", "open-ended")
+                     else [])
   help_text = _help(capsys, sub)
   assert _flags(rest) <= set(re.findall(r"--\w+", help_text)), f"{where}: {sorted(_flags(rest))}"
   if sub == ["data", "list"]:  # cheap and offline (verify fails on a partial data dir by design)

@@ -10,8 +10,8 @@ import tensorflow_datasets as tfds
 
 from eval_fixtures import write_tiny_checkpoint
 from flan_jax import eval as eval_main
-from flan_jax import inference
-from flan_jax.evaluation import make_evaluator, runner, suites
+from flan_jax import inference, stopping
+from flan_jax.evaluation import make_evaluator, runner, suites, tydiqa
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +41,38 @@ def test_all_suites_end_to_end(tiny_checkpoint, tmp_path, capsys):
   want = np.mean([100 * (results["suites"][s]["score"] - results["suites"][s]["baseline"])
                   / (100 - results["suites"][s]["baseline"]) for s in suites.NORMALIZED_SUITES])
   assert summary["normalized_average"] == pytest.approx(want)
-  assert results["checkpoint"]["step"] == 0
+  assert results["checkpoint"]["step"] == 0 and results["options"]["score_eos"] is True
+  assert results["suites"]["mmlu_direct"]["score_eos"] is True
+  assert results["suites"]["bbh_cot"]["stop_sequences"] == ["\n\nQ:"]
+  assert "\n\nFrage:" in results["suites"]["mgsm_cot"]["stop_sequences"]
+  assert results["suites"]["mgsm_cot_en"]["stop_sequences"] == ["\n\nQuestion:"]
   preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
   assert len(preds) == sum(counts.values())
+  stops = {(name, ex.task): ex.stop_sequences for name in counts if name not in ("mmlu_direct", "tydiqa_direct")
+           for ex in suites.SUITES[name].examples(1)}
   for p in preds:
     if p["suite"] == "mmlu_direct":
       assert p["answer"] in "ABCD" and len(p["option_scores"]) == 4
       assert p["answer"] == "ABCD"[int(np.argmax(p["option_scores"]))]
+    else:
+      task_stops = stops.get((p["suite"], p["task"]), tydiqa.STOP_SEQUENCES)
+      assert (p["output"], p["stop"]) == stopping.cut(p["raw_output"], task_stops)
     assert set(p["metrics"].values()) <= {0.0, 1.0} or p["suite"] == "tydiqa_direct"
+  for name, r in results["suites"].items():
+    assert r["no_answer"] == sum(p["answer"] == "" for p in preds if p["suite"] == name)
+    assert r.get("stopped", 0) == sum(p.get("stop") is not None for p in preds if p["suite"] == name)
   table = (out / "results.md").read_text()
   assert "| **normalized average** |" in table and "| mgsm/zh |" in table and "| STEM |" in table
+  captured = capsys.readouterr()
+  assert "[eval] bbh_direct examples 27/27" in captured.err  # progress per suite
+  printed = captured.out.splitlines()
+  assert printed[0].split() == ["suite", "score", "normalized", "examples", "no", "answer"]
+  bbh_row = next(line.split() for line in printed if line.startswith("bbh_direct "))
+  assert bbh_row[1] == f"{results['suites']['bbh_direct']['score']:.1f}" and bbh_row[3] == "27"
+  assert printed[-1].startswith("normalized average") and printed[-1].endswith(f"{summary['normalized_average']:.1f}")
+  mmlu = suites.SUITES["mmlu_direct"].examples(1)
+  first = next(p for p in preds if p["suite"] == "mmlu_direct")
+  assert first["prompt"] == next(ex.prompt for ex in mmlu if ex.task == first["task"])
 
 
 def test_self_consistency_votes_over_samples(tiny_checkpoint):
@@ -60,8 +82,10 @@ def test_self_consistency_votes_over_samples(tiny_checkpoint):
   result, records = runner.run_suite(suites.SUITES["mgsm_cot"], predictor, options)
   assert result["count"] == 11
   for r in records:
-    assert len(r["samples"]) == 3 and r["sample_answers"] == [suites.SUITES["mgsm_cot"].extract(s)
+    ex = next(e for e in suites.SUITES["mgsm_cot"].examples(1) if e.task == r["task"])
+    assert len(r["samples"]) == 3 and r["sample_answers"] == [suites.SUITES["mgsm_cot"].extract(s, ex)
                                                               for s in r["samples"]]
+    assert r["samples"] == [stopping.cut(raw, ex.stop_sequences)[0] for raw in r["raw_samples"]]
     assert r["answer"] == suites.answers.majority_vote(r["sample_answers"])
 
 

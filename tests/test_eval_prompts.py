@@ -2,6 +2,7 @@
 TFDS mock data."""
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -104,6 +105,50 @@ def test_mgsm_prompt_with_exemplars(flan_data_dir):
   zh_en = mgsm.cot_examples("zh", limit=1, exemplar_lang="en")[0]
   assert zh_en.prompt.startswith("Question: Roger") and zh_en.prompt.endswith("？\nStep-by-Step Answer:")
   assert mgsm.prefixes("fr") == ("Question : ", "Réponse étape par étape :")
+
+
+@pytest.mark.parametrize("make, count", [
+    (lambda: mgsm.cot_examples("en", 1), 8), (lambda: mgsm.cot_examples("fr", 1), 8),
+    (lambda: mgsm.cot_examples("zh", 1), 8), (lambda: mgsm.cot_examples("zh", 1, "en"), 8),
+    (lambda: bbh.cot_examples("navigate", 1), 4), (lambda: bbh.direct_examples("navigate", 1), 4),
+    (lambda: mmlu.cot_examples("anatomy", 1), 6),
+])
+def test_stop_sequences_begin_every_later_exemplar(make, count, flan_data_dir):
+  """A prompt's stop is what ends each block before an exemplar or the question: it occurs once before every
+  exemplar that follows text (MGSM: 7 of 8; BBH, MMLU: all, after the task description) and before the question."""
+  ex = make()[0]
+  (stop,) = ex.stop_sequences
+  assert ex.prompt.count(stop) == count
+
+
+def test_mgsm_answer_markers_come_from_the_exemplars(flan_data_dir):
+  final_answers = mgsm._exemplar_file()["EXEMPLAR_NUMBER_ANSWERS"]
+  for lang in mgsm.LANGUAGES:
+    markers = mgsm.answer_markers(lang)
+    assert markers and not any(ch.isdigit() for m in markers for ch in m), lang
+    # Every exemplar's own answer text yields its answer through the markers.
+    for (_, answer), number in zip(mgsm.exemplars()[lang], final_answers):
+      assert any(m in answer for m in markers) and mgsm.extract_answer(answer, lang) == str(number), (lang, answer)
+  assert set(mgsm.answer_markers("de")) == {"Die Antwort ist", "Die Antwort lautet"}   # both phrasings
+  assert mgsm.answer_markers("th") == ("คำตอบคือ",)                # units before it ("29 เครื่อง") dropped
+
+
+def test_mgsm_markers_follow_the_exemplar_file(monkeypatch):
+  table = {lang: {str(i): {"q": f"Q{i}: how many?", "a": f"A: {i} + 1 = {i + 1}. Final count: {i + 1}."}
+                  for i in range(1, 9)} for lang in mgsm.LANGUAGES}
+  for cache in (mgsm.exemplars, mgsm.answer_markers, mgsm._marker_pattern):
+    monkeypatch.setattr(mgsm, cache.__name__, functools.cache(cache.__wrapped__))
+  monkeypatch.setattr(mgsm, "_exemplar_file", lambda: {"MGSM_EXEMPLARS": table,
+                                                       "EXEMPLAR_NUMBER_ANSWERS": list(range(2, 10))})
+  assert mgsm.answer_markers("sw") == ("Final count:",)
+  assert mgsm.extract_answer("Final count: 7. Then 12 more.", "sw") == "7"
+  for lang in mgsm.LANGUAGES:
+    for i in range(1, 9):
+      table[lang][str(i)]["a"] = f"A: {i} + 1 = {i + 1}."
+  mgsm.exemplars.cache_clear()
+  mgsm.answer_markers.cache_clear()
+  with pytest.raises(EvalDataError, match=r"exemplars.json: MGSM_EXEMPLARS\['sw'\] writes no phrase"):
+    mgsm.answer_markers("sw")
 
 
 def test_malformed_csv_names_file_and_line(tmp_path):

@@ -154,3 +154,100 @@ def test_seqio_model_fns(tiny_t5):
                                                "decoder_target_tokens": tgt,
                                                "decoder_loss_weights": (tgt > 0).astype(np.int32)})
   np.testing.assert_allclose([s for _, s in scores], want, rtol=1e-5, atol=1e-4)
+
+
+def test_scores_without_eos(tiny_t5):
+  """score_eos=False scores the bare continuation: the T5X total minus the EOS token's log-prob."""
+  model, params = tiny_t5
+  predictor = inference.Predictor(model, params, batch_size=4)
+  inputs, targets = ["Q: 2+2?\nA:", "hello"], ["4", "a longer target"]
+  with_eos, without = predictor.score(inputs, targets), predictor.score(inputs, targets, score_eos=False)
+  for inp, tgt, total, bare in zip(inputs, targets, with_eos, without):
+    ids = list(predictor.vocab.encode(tgt)) + [1]
+    batch = {"encoder_input_tokens": np.asarray([list(predictor.vocab.encode(inp)) + [1]], np.int32),
+             "decoder_input_tokens": np.asarray([[0] + ids[:-1]], np.int32),
+             "decoder_target_tokens": np.asarray([ids], np.int32)}
+    logp = jax.nn.log_softmax(model.compute_logits(params, batch)[0].astype(jnp.float32), axis=-1)
+    assert bare == pytest.approx(float(sum(logp[i, t] for i, t in enumerate(ids[:-1]))), rel=1e-4, abs=1e-3)
+    assert total - bare == pytest.approx(float(logp[len(ids) - 1, 1]), rel=1e-4, abs=1e-3)
+  _, scores = predictor.rank_classification(inputs[:1], [["4", "5"]], score_eos=False)
+  assert scores[0] == pytest.approx(predictor.score(inputs[:1] * 2, ["4", "5"], score_eos=False), abs=1e-4)
+
+
+class _GivenSpellings(inference.stopping.StopTokenizer):
+  """The real table builder over spellings chosen by the test (the spelling of text is test_stopping's part)."""
+
+  def __init__(self, processor, spellings):
+    super().__init__(processor)
+    self.given = spellings
+
+  def spellings(self, stop):
+    return self.given[stop]
+
+
+def test_predict_stops_each_row_at_its_stop_sequences(tiny_t5):
+  model, params = tiny_t5
+  predictor = inference.Predictor(model, params, batch_size=4)
+  prompts = ["translate English to German: The house is wonderful.", "Q: 2+2?\nA:", "hello"]
+  config = inference.DecodeConfig(max_decode_length=LENGTH, eos_id=-1)
+  free = predictor.predict_ids(prompts, config)
+  # Row 0 stops at the pair its free decode writes at 2-3, row 1 at its token 1 (or an earlier repeat of it).
+  spellings = {"pair": (tuple(free[0][0][2:4]),), "one": ((free[1][0][1],),), "never": ((32099, 32098),)}
+  predictor.stop_tokenizer = _GivenSpellings(predictor.processor, spellings)
+  stopped = predictor.predict_ids(prompts, config, stop_sequences=[("pair",), ("one", "never"), ("never",)])
+  for row, stops in enumerate([spellings["pair"], spellings["one"], spellings["never"]]):
+    want = free[row][0]
+    end = next((i + 1 for i in range(len(want)) if any(tuple(want[i + 1 - len(s):i + 1]) == s for s in stops
+                                                      if i + 1 >= len(s))), len(want))
+    assert stopped[row][0] == want[:end], row
+  assert len(stopped[0][0]) <= 4 and len(stopped[1][0]) <= 2 and stopped[2][0] == free[2][0]
+  texts = predictor.predict(prompts, config, stop_sequences=[("pair",), ("one", "never"), ("never",)])
+  assert [t[0] for t in texts] == [predictor.decode(s[0]) for s in stopped]
+
+
+def test_decode_is_sentencepiece_decode_ids(tiny_t5):
+  """Whitespace exactly as SentencePiece (and seqio) write it: runs of bare "▁" pieces, extra ids, EOS, ids past
+  the vocabulary."""
+  model, params = tiny_t5
+  predictor = inference.Predictor(model, params, batch_size=1)
+  sp, vocab = predictor.processor, predictor.vocab
+  the, house, bare = sp.piece_to_id("▁The"), sp.piece_to_id("▁house"), sp.piece_to_id("▁")
+  cases = {
+      (the, bare, bare, bare, house): "The    house",
+      (the, bare): "The ",
+      (the, bare, bare): "The  ",
+      (bare, bare, bare): "",
+      (bare, bare, the): "The",
+      (the, 32099, bare, bare, house): "The <extra_id_0>   house",
+      (32099, bare, 32098): "<extra_id_0>  <extra_id_1>",
+      (the, bare, 1, house): "The ",
+      (the, 32110, house): "The ⁇  house",
+  }
+  for ids, want in cases.items():
+    assert predictor.decode(ids) == want == vocab.decode(list(ids)), ids
+    if max(ids) < sp.get_piece_size() and 1 not in ids:
+      assert predictor.decode(ids) == sp.decode_ids(list(ids))
+
+
+def test_decode_with_byte_fallback_pieces(tiny_t5, tmp_path):
+  import io
+
+  import seqio
+  import sentencepiece
+
+  model_file = io.BytesIO()
+  words = "the house is wonderful and the garden is green today we walk to the river".split()
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter([" ".join(words[i:] + words[:i]) for i in range(len(words))] * 20),
+      model_writer=model_file, vocab_size=300, byte_fallback=True, hard_vocab_limit=False, model_type="unigram")
+  (tmp_path / "bytes.model").write_bytes(model_file.getvalue())
+  model, params = tiny_t5
+  predictor = inference.Predictor(model, params, batch_size=1,
+                                  vocabulary=seqio.SentencePieceVocabulary(str(tmp_path / "bytes.model"), 0))
+  sp = predictor.processor
+  text = "the Ünïcödé house ✓  is green"
+  ids = sp.encode(text)
+  assert any(sp.is_byte(i) for i in ids)
+  assert predictor.decode(ids) == sp.decode_ids(ids) == "the Ünïcödé house ✓ is green"
+  e2 = sp.piece_to_id("<0xE2>")
+  assert predictor.decode(ids[:2] + [e2, sp.piece_to_id("▁")]) == sp.decode_ids(ids[:2] + [e2, sp.piece_to_id("▁")])

@@ -121,7 +121,17 @@ def test_missing_data_fails_naming_it_unless_only_available():
   code, err = _bad("--gin.MIXTURE_OR_TASK_MODULE='tasks'", "--gin.MIXTURE_OR_TASK_NAME='cot_zsopt'")
   assert code == 1
   assert "MIXTURE_OR_TASK_NAME='cot_zsopt'" in err and "cot_esnli_template_0to10_zero_shot" in err
-  assert "train.only_available_data = True" in err
+  assert "ONLY_AVAILABLE_DATA = True" in err
+
+
+def test_tfds_data_dir_reaches_every_reader(tmp_path):
+  from flan_jax.data import tfds_source  # pylint: disable=import-outside-toplevel
+  try:
+    code, _ = _bad(f"--tfds_data_dir={tmp_path}", "--gin.BATCH_SIZE=6")  # fails after the flags took effect
+    assert code == 1
+    assert tfds_source.tfds_data_dir() == tmp_path  # the TF-free reader, and so the input process's job
+  finally:
+    tfds_source.set_tfds_data_dir(None)
 
 
 def test_bad_eval_suites_are_named():

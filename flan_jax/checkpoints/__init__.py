@@ -1,5 +1,8 @@
 """Checkpoints: our Orbax format (`manager`), importers from T5X (`t5x`) and Hugging Face (`hf`), `convert`.
 
+Our dirs are read only through `loader` (steps checked against the manifests `integrity` writes at commit, falling
+back past damaged ones), written by one trainer at a time (`lock`), and inspected with `flan-jax checkpoints` (`cli`).
+
 The importers share one rule: a checkpoint whose parameter names or shapes differ from what the model expects is
 refused with `TreeMismatchError`, whose message lists every missing name, unexpected name and shape mismatch.
 """

@@ -86,23 +86,10 @@ def load_source(kind: str, src: str, *, step: int | None = None, model_json: str
     expected = hf.model_param_shapes(model.config)
     return model, ckpt.params(expected=unflatten(expected))
   if kind == "ours":
-    return _load_ours(src, step)
+    from flan_jax.checkpoints import loader
+    model, params, _ = loader.load_model(src, step)
+    return model, params
   raise ValueError(f"unknown source format {kind!r}; one of {SOURCES}")
-
-
-def _load_ours(src: str, step: int | None):
-  import jax
-  from flan_jax.checkpoints.manager import Checkpointer, abstract_like
-  from flan_jax.models import spec
-  model = spec.load_model(src)
-  shapes = unflatten(hf.model_param_shapes(model.config))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  with Checkpointer(src, async_save=False) as ckpt:
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"{src}: model.json is there but no checkpoint step")
-    restored = ckpt.restore(step, abstract_params=abstract_like(shapes, jax.tree.map(lambda _: device, shapes)),
-                            with_dataset=False)
-  return model, restored["params"]
 
 
 def write_ours(directory: str, model, params) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from flan_jax.checkpoints import TreeMismatchError, check_tree, flatten, unflatten
+from flan_jax.checkpoints import TreeMismatchError, check_tree, flatten, hf_tokenizer, unflatten
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -426,6 +426,7 @@ def save_llama(directory: str | os.PathLike, params: Mapping[str, Any], config,
   directory = pathlib.Path(directory)
   write_state_dict(directory, params_to_hf(params, llama_mapping(config), "params to export"), max_shard_bytes)
   (directory / CONFIG).write_text(json.dumps(hf_config, indent=2, sort_keys=True))
+  (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": 1, "pad_token_id": 0}, indent=2))
 
 
 # --------------------------------------------------------------------------------------------------- generic
@@ -434,11 +435,11 @@ def save_llama(directory: str | os.PathLike, params: Mapping[str, Any], config,
 def load(path: str | os.PathLike, dtype: Any = np.float32):
   """(config, params) from an HF dir of either supported architecture, chosen by config.json's model_type."""
   model_type = read_config(path).get("model_type")
-  if model_type == "t5":
-    return load_t5(path, dtype)
-  if model_type == "llama":
-    return load_llama(path, dtype)
-  raise ValueError(f"{pathlib.Path(path) / CONFIG}: model_type {model_type!r} is not supported (t5, llama)")
+  if model_type not in ("t5", "llama"):
+    raise ValueError(f"{pathlib.Path(path) / CONFIG}: model_type {model_type!r} is not supported (t5, llama)")
+  config, params = (load_t5 if model_type == "t5" else load_llama)(path, dtype)
+  hf_tokenizer.check_vocabulary(path, config.vocab_size)
+  return config, params
 
 
 def save(directory: str | os.PathLike, params: Mapping[str, Any], config, max_shard_bytes: int = 5 * 2**30) -> None:
@@ -448,6 +449,8 @@ def save(directory: str | os.PathLike, params: Mapping[str, Any], config, max_sh
     save_t5(directory, params, config, max_shard_bytes)
   else:
     save_llama(directory, params, config, max_shard_bytes)
+  if config.vocab_size >= hf_tokenizer.T5_VOCAB_SIZE:  # smaller test models read no SentencePiece vocabulary
+    hf_tokenizer.write(directory)
 
 
 def model_for(config):

@@ -5,7 +5,8 @@ state, so a resumed run sees exactly the batches an uninterrupted run would). `f
 same layout at step 0 with params only, so every reader treats converted and trained directories alike.
 
 Orbax writes each step into a temporary directory and renames it on commit, so a checkpoint left
-half-written by a kill is never listed by `all_steps()` and never restored.
+half-written by a kill is never listed by `all_steps()` and never restored. Right before the commit, every step
+gets a manifest of its files' sizes and hashes (`integrity`), which `loader` checks before restoring it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from flan_jax.checkpoints import integrity
 
 PARAMS = "params"
 OPT_STATE = "opt_state"
@@ -29,6 +33,23 @@ def abstract_like(tree: Any, shardings: Any = None) -> Any:
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+def absolute(directory: str | os.PathLike) -> epath.Path:
+  """Orbax's tensorstore paths must be absolute; MODEL_DIR is often given relative to the working dir."""
+  text = os.fspath(directory)
+  return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def committed_steps(directory: str | os.PathLike) -> list[int]:
+  """The committed steps of a dir (ascending), read off the file system without Orbax: step dirs with `params`,
+  on GCS also with Orbax's commit file; `<step>.orbax-checkpoint-tmp-*` dirs of killed saves are not steps."""
+  directory = epath.Path(directory)
+  if not directory.is_dir():
+    return []
+  remote = "://" in os.fspath(directory)
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.name.isdigit() and (p / PARAMS).is_dir() and (not remote or (p / "commit_success.txt").exists()))
+
+
 class Checkpointer:
   """Saves and restores params / optimizer state / dataset state under one directory."""
 
@@ -41,24 +62,23 @@ class Checkpointer:
       async_save: bool = True,
       create: bool = True,
   ):
-    # Orbax's tensorstore paths must be absolute; MODEL_DIR is often given relative to the working dir.
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = os.fspath(absolute(directory))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         save_interval_steps=save_interval_steps,
         enable_async_checkpointing=async_save,
         create=create,
+        temporary_path_class=integrity.temporary_path_class(self.directory),
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEM_NAMES)
 
   @staticmethod
   def is_checkpoint_dir(directory: str | os.PathLike) -> bool:
     """Whether `directory` holds at least one committed step of ours (a step dir with a `params` item)."""
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-      return False
-    return any(name.isdigit() and os.path.isdir(os.path.join(directory, name, PARAMS))
-               for name in os.listdir(directory))
+    return bool(committed_steps(directory))
+
+  def step_dir(self, step: int) -> epath.Path:
+    return epath.Path(self.directory) / str(step)
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -84,8 +104,7 @@ class Checkpointer:
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
   def item_names_at(self, step: int) -> set[str]:
-    step_dir = os.path.join(self.directory, str(step))
-    return {name for name in ITEM_NAMES if os.path.isdir(os.path.join(step_dir, name))}
+    return {name for name in ITEM_NAMES if (self.step_dir(step) / name).is_dir()}
 
   def restore(
       self,

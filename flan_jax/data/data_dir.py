@@ -59,7 +59,13 @@ def data_file(relpath: str, source: str | None = None) -> pathlib.Path:
 
   `source` names the `flan-jax data download --only SOURCE` group that provides the file.
   """
-  path = data_dir() / relpath
+  root = data_dir()
+  if not root.is_dir():
+    raise DataMissingError(
+        f"the data dir {root} does not exist (resolved from --data_dir, then ${ENV_VAR}, then "
+        f"{default_cache_dir()}); point --data_dir at the Flan data dir, or fetch the data into it with "
+        "`flan-jax data download`")
+  path = root / relpath
   if not path.exists():
     hint = f"flan-jax data download --only {source}" if source else "flan-jax data download"
     raise DataMissingError(

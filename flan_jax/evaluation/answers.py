@@ -1,11 +1,11 @@
 """Answer extraction and normalisation: how a model's text output becomes the answer that is scored.
 
-The rules (also in docs/evaluation.md):
+The rules (also in docs/evaluation.md), applied to the output cut at its stop sequence:
   * CoT outputs: the answer is the text after the LAST "the answer is" (case-insensitive), up to the end of that
     line, with surrounding whitespace and one trailing period removed. No marker -> no answer (scored wrong).
   * Direct outputs: the first line, whitespace and one trailing period removed.
   * MMLU: the letter A-D, found as "(X)" / "X" at the start of the extracted answer; anything else -> no answer.
-  * MGSM: the last number anywhere in the output ("1,000" -> "1000", "-3", "2.50" -> "2.5"; "3." -> "3").
+  * MGSM: the number after the exemplar language's answer marker, else the last number (`mgsm.extract_answer`).
   * TyDiQA: SQuAD normalisation (lowercase, punctuation and English articles removed, whitespace collapsed)
     before exact match and token F1.
 """
@@ -18,7 +18,6 @@ import string
 NO_ANSWER = ""
 _MARKER = re.compile(r"the answer is", re.IGNORECASE)
 _LETTER = re.compile(r"^\(?([A-D])\)?(?:$|[\s.,:;)])")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 def _clean(text: str) -> str:
@@ -49,25 +48,6 @@ def mmlu_letter(answer: str) -> str:
   """'(B)', 'B', 'B.' or 'B) foo' -> 'B'; anything else -> NO_ANSWER."""
   match = _LETTER.match(answer.strip())
   return match.group(1) if match else NO_ANSWER
-
-
-def last_number(text: str) -> str:
-  """The last number in `text`, normalised ('1,000.50' -> '1000.5'), or NO_ANSWER."""
-  matches = _NUMBER.findall(text)
-  if not matches:
-    return NO_ANSWER
-  return normalize_number(matches[-1])
-
-
-def normalize_number(text: str) -> str:
-  text = text.replace(",", "").strip()
-  try:
-    value = float(text)
-  except ValueError:
-    return NO_ANSWER
-  if value == int(value):
-    return str(int(value))
-  return repr(value)
 
 
 def squad_normalize(text: str) -> str:

@@ -5,6 +5,7 @@ A prompt file is a canary line, a "-----" line, the task description, then three
   * CoT prompt: the file's text after the "-----" line, then "\n\nQ: {input}\nA: Let's think step by step."
   * Direct prompt: the description and the same three questions answered with the final answer only
     ("Q: ...\nA: <answer>"), blank-line separated, then "\n\nQ: {input}\nA:".
+In both, an answer ends where the next exemplar would begin: the stop sequence "\n\nQ:".
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ TASKS = (
     "word_sorting",
 )
 COT_TRIGGER = "A: Let's think step by step."
+STOP_SEQUENCES = ("\n\nQ:",)
 _SEPARATOR = "\n-----\n"
 _OPTION = re.compile(r"^\([A-Z]\)", re.MULTILINE)
 _BINARY = ({"True", "False"}, {"Yes", "No"}, {"yes", "no"}, {"valid", "invalid"})
@@ -73,7 +75,8 @@ def read_examples(task: str) -> list[tuple[str, str]]:
 
 def cot_examples(task: str, limit: int | None = None) -> list[EvalExample]:
   header = read_prompt_file(task)
-  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\n{COT_TRIGGER}", t, source_text=q)
+  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\n{COT_TRIGGER}", t, source_text=q,
+                      stop_sequences=STOP_SEQUENCES)
           for i, (q, t) in enumerate(read_examples(task)[:limit])]
 
 
@@ -84,7 +87,8 @@ def direct_header(task: str) -> str:
 
 def direct_examples(task: str, limit: int | None = None) -> list[EvalExample]:
   header = direct_header(task)
-  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\nA:", t, source_text=q)
+  return [EvalExample(f"bbh/{task}", i, f"{header}\n\nQ: {q}\nA:", t, source_text=q,
+                      stop_sequences=STOP_SEQUENCES)
           for i, (q, t) in enumerate(read_examples(task)[:limit])]
 
 

@@ -15,6 +15,7 @@ class EvalExample:
   options: tuple[str, ...] = ()      # rank-classification targets (MMLU direct), empty for generation
   golds: tuple[str, ...] = ()        # every acceptable answer (TyDiQA); empty means (target,)
   source_text: str = ""              # the test item's own text, without exemplars (for contamination checks)
+  stop_sequences: tuple[str, ...] = ()  # where a generated answer ends (the next exemplar's start), few-shot only
 
 
 class EvalDataError(ValueError):

@@ -8,6 +8,7 @@ Direct prompt, byte for byte as the original `gen_prompt` + `format_example` bui
   would turn a literal "None" choice into "nan"; we keep the text).
 CoT prompt: `eval/mmlu/flan_cot_prompts.json[subject]` followed by
   "Q: {question.strip()}\n(A) {a} (B) {b} (C) {c} (D) {d}\nA: Let's think step by step."
+  A CoT answer ends where the next exemplar would begin: the stop sequence "\n\nQ:".
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from flan_jax.evaluation.examples import EvalDataError, EvalExample, read_csv_ro
 LETTERS = ("A", "B", "C", "D")
 SOURCE = "mmlu"
 STEM, HUMANITIES, SOCIAL, OTHER = "STEM", "humanities", "social sciences", "other"
+COT_STOP_SEQUENCES = ("\n\nQ:",)
 
 # The four MMLU categories (STEM, humanities, social sciences, other) of each subject.
 CATEGORIES = {
@@ -96,5 +98,5 @@ def cot_examples(subject: str, limit: int | None = None, prompts: dict[str, str]
                  ) -> list[EvalExample]:
   header = (prompts or cot_prompts())[subject]
   return [EvalExample(f"mmlu/{subject}", i, header + cot_question(q, c), a,
-                      source_text=format_example(q, c, None))
+                      source_text=format_example(q, c, None), stop_sequences=COT_STOP_SEQUENCES)
           for i, (_, q, c, a) in enumerate(read_split(subject, "test")[:limit])]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from flan_jax.evaluation import mmlu
+from flan_jax.evaluation import answers, mmlu
 from flan_jax.evaluation.suites import NORMALIZED_SUITES, SUITES, random_baseline
 
 
@@ -20,7 +20,8 @@ def _mean(values) -> float:
 
 
 def aggregate(suite_name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-  """`records`: one per example with `task` and `metrics` (values in [0, 1])."""
+  """`records`: one per example with `task`, `answer` and `metrics` (values in [0, 1]). `no_answer` counts the
+  examples whose output held no answer in the suite's format (scored wrong)."""
   suite = SUITES[suite_name]
   by_task: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
   for r in records:
@@ -32,7 +33,8 @@ def aggregate(suite_name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
   metric_names = list(next(iter(tasks.values()))) if tasks else [suite.primary]
   metrics = {m: _mean(t[m] for t in tasks.values()) for m in metric_names if m != "count"}
   out = {"score": metrics.get(suite.primary, float("nan")), "primary": suite.primary, "metrics": metrics,
-         "baseline": random_baseline(suite_name), "count": len(records), "tasks": tasks}
+         "baseline": random_baseline(suite_name), "count": len(records),
+         "no_answer": sum(r["answer"] == answers.NO_ANSWER for r in records), "tasks": tasks}
   if suite.benchmark == "mmlu":
     cats: dict[str, list[float]] = collections.defaultdict(list)
     for task, values in tasks.items():
@@ -53,15 +55,16 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
-  lines = ["| suite | score | metric | random baseline | normalized | examples |", "|---|---:|---|---:|---:|---:|"]
+  lines = ["| suite | score | metric | random baseline | normalized | examples | no answer |",
+           "|---|---:|---|---:|---:|---:|---:|"]
   for name, r in results.items():
     norm = summary["normalized"].get(name)
     lines.append(f"| {name} | {r['score']:.2f} | {r['primary']} | {r['baseline']:.2f} | "
-                 f"{'' if norm is None else f'{norm:.2f}'} | {r['count']} |")
+                 f"{'' if norm is None else f'{norm:.2f}'} | {r['count']} | {r['no_answer']} |")
   if summary["normalized_average"] is not None:
     label = "normalized average" if summary["normalized_complete"] else (
         f"normalized average (partial: {len(summary['normalized_suites'])} of {len(NORMALIZED_SUITES)} suites)")
-    lines.append(f"| **{label}** | | | | **{summary['normalized_average']:.2f}** | |")
+    lines.append(f"| **{label}** | | | | **{summary['normalized_average']:.2f}** | | |")
   for name, r in results.items():
     lines += ["", f"### {name}", ""]
     if "categories" in r:
@@ -75,3 +78,19 @@ def markdown(results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str
       lines.append(f"| {task} | " + " | ".join(f"{values[m]:.2f}" for m in metric_names)
                    + f" | {values['count']} |")
   return "\n".join(lines) + "\n"
+
+
+def console_table(results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
+  """The summary for a terminal: one aligned row per suite, scores rounded to one decimal."""
+  rows = [("suite", "score", "normalized", "examples", "no answer")]
+  for name, r in results.items():
+    norm = summary["normalized"].get(name)
+    rows.append((name, f"{r['score']:.1f}", "" if norm is None else f"{norm:.1f}", str(r["count"]),
+                 str(r["no_answer"])))
+  if summary["normalized_average"] is not None:
+    partial = "" if summary["normalized_complete"] else (
+        f" ({len(summary['normalized_suites'])} of {len(NORMALIZED_SUITES)} suites)")
+    rows.append((f"normalized average{partial}", "", f"{summary['normalized_average']:.1f}", "", ""))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                              enumerate(zip(row, widths))).rstrip() for row in rows)

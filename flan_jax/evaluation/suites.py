@@ -1,14 +1,17 @@
 """The evaluation suites: which examples, how an output is turned into an answer, how it is scored.
 
-| suite          | benchmark | shots | how                                                | score            |
-|----------------|-----------|-------|----------------------------------------------------|------------------|
-| mmlu_direct    | MMLU      | 5     | rank classification over the targets A/B/C/D       | accuracy         |
-| mmlu_cot       | MMLU      | 5     | generate; letter after the last "the answer is"    | accuracy         |
-| bbh_direct     | BBH       | 3     | generate; first line                               | exact match      |
-| bbh_cot        | BBH       | 3     | generate; text after the last "the answer is"      | exact match      |
-| mgsm_cot       | MGSM      | 8     | generate (native exemplars); last number           | accuracy         |
-| mgsm_cot_en    | MGSM      | 8     | generate (English exemplars); last number          | accuracy         |
-| tydiqa_direct  | TyDiQA    | 1     | generate; first line                               | exact match, F1  |
+| suite          | benchmark | shots | how                                                         | score           |
+|----------------|-----------|-------|-------------------------------------------------------------|-----------------|
+| mmlu_direct    | MMLU      | 5     | rank classification over the targets A/B/C/D                | accuracy        |
+| mmlu_cot       | MMLU      | 5     | generate; letter after the last "the answer is"             | accuracy        |
+| bbh_direct     | BBH       | 3     | generate; first line                                        | exact match     |
+| bbh_cot        | BBH       | 3     | generate; text after the last "the answer is"               | exact match     |
+| mgsm_cot       | MGSM      | 8     | generate (native exemplars); number after the answer marker | accuracy        |
+| mgsm_cot_en    | MGSM      | 8     | generate (English exemplars); number after the marker       | accuracy        |
+| tydiqa_direct  | TyDiQA    | 1     | generate; first line                                        | exact match, F1 |
+
+Generation stops at each example's stop sequences (the next exemplar's start); answers are extracted from the
+output cut there.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-from flan_jax.evaluation import answers, bbh, mgsm, mmlu, tydiqa
+from flan_jax.evaluation import answers, bbh, mgsm, mmlu, numbers, tydiqa
 from flan_jax.evaluation.examples import EvalExample
 
 
@@ -27,7 +30,7 @@ class Suite:
   cot: bool
   tasks: tuple[str, ...]
   load_task: Callable[[str, int | None, dict[str, Any]], list[EvalExample]]
-  extract: Callable[[str], str]          # model output -> answer (generation suites)
+  extract: Callable[[str, EvalExample], str]   # (model output, its example) -> answer (generation suites)
   score: Callable[[str, EvalExample], dict[str, float]]   # answer -> metric values in [0, 1]
   primary: str                           # the metric the benchmark score is the mean of
   rank: bool = False                     # rank classification over `EvalExample.options`
@@ -47,7 +50,8 @@ def _exact(answer: str, ex: EvalExample) -> dict[str, float]:
 
 
 def _number(answer: str, ex: EvalExample) -> dict[str, float]:
-  return {"accuracy": float(answer != answers.NO_ANSWER and answer == answers.normalize_number(ex.target))}
+  # MGSM's targets are written the English way ("2,125") in every language's file.
+  return {"accuracy": float(answer != answers.NO_ANSWER and answer == numbers.normalize(ex.target))}
 
 
 def _squad(answer: str, ex: EvalExample) -> dict[str, float]:
@@ -64,6 +68,10 @@ def _mmlu_cot_prompts():
   return mmlu.cot_prompts()
 
 
+def _language(ex: EvalExample) -> str:
+  return ex.task.split("/", 1)[1]
+
+
 def _tydiqa_loader(task, limit, options):
   data_dir = options.get("tfds_data_dir")
   if not data_dir:
@@ -73,20 +81,20 @@ def _tydiqa_loader(task, limit, options):
 
 SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("mmlu_direct", "mmlu", False, mmlu.SUBJECTS, lambda t, n, o: mmlu.direct_examples(t, n),
-          lambda text: answers.mmlu_letter(answers.direct_answer(text)), _accuracy, "accuracy", rank=True),
+          lambda text, ex: answers.mmlu_letter(answers.direct_answer(text)), _accuracy, "accuracy", rank=True),
     Suite("mmlu_cot", "mmlu", True, mmlu.SUBJECTS, _mmlu_cot_loader,
-          lambda text: answers.mmlu_letter(answers.cot_answer(text)), _accuracy, "accuracy",
+          lambda text, ex: answers.mmlu_letter(answers.cot_answer(text)), _accuracy, "accuracy",
           max_decode_length=256),
     Suite("bbh_direct", "bbh", False, bbh.TASKS, lambda t, n, o: bbh.direct_examples(t, n),
-          answers.direct_answer, _exact, "exact_match", max_decode_length=64),
+          lambda text, ex: answers.direct_answer(text), _exact, "exact_match", max_decode_length=64),
     Suite("bbh_cot", "bbh", True, bbh.TASKS, lambda t, n, o: bbh.cot_examples(t, n),
-          answers.cot_answer, _exact, "exact_match", max_decode_length=256),
+          lambda text, ex: answers.cot_answer(text), _exact, "exact_match", max_decode_length=256),
     Suite("mgsm_cot", "mgsm", True, mgsm.LANGUAGES, lambda t, n, o: mgsm.cot_examples(t, n),
-          answers.last_number, _number, "accuracy", max_decode_length=256),
+          lambda text, ex: mgsm.extract_answer(text, _language(ex)), _number, "accuracy", max_decode_length=256),
     Suite("mgsm_cot_en", "mgsm", True, mgsm.LANGUAGES, lambda t, n, o: mgsm.cot_examples(t, n, "en"),
-          answers.last_number, _number, "accuracy", max_decode_length=256),
-    Suite("tydiqa_direct", "tydiqa", False, tydiqa.LANGUAGES, _tydiqa_loader, answers.direct_answer, _squad,
-          "exact_match", max_decode_length=32),
+          lambda text, ex: mgsm.extract_answer(text, "en"), _number, "accuracy", max_decode_length=256),
+    Suite("tydiqa_direct", "tydiqa", False, tydiqa.LANGUAGES, _tydiqa_loader,
+          lambda text, ex: answers.direct_answer(text), _squad, "exact_match", max_decode_length=32),
 )}
 
 # The paper's normalized average: these six scores, each against its random-guess baseline.

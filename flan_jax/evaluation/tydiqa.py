@@ -3,6 +3,7 @@
 Languages: the eight non-English ones (ar, bn, fi, id, ko, ru, sw, te), split `validation-<lang>`.
 The one exemplar is the first example of that split (it is not scored). Prompt, ours (no published one to match):
   "{context}\n\nQ: {question}\n\nA: {first gold answer}\n\n{context}\n\nQ: {question}\n\nA:"
+An answer ends at the blank line that ends the shot's answer (the stop sequence "\n\n").
 Scored by SQuAD-normalised exact match and token F1 against every gold answer.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from flan_jax.evaluation.examples import EvalExample
 
 LANGUAGES = ("ar", "bn", "fi", "id", "ko", "ru", "sw", "te")
 DATASET = "tydi_qa/goldp"
+STOP_SEQUENCES = ("\n\n",)
 
 
 def _text(x) -> str:
@@ -43,5 +45,5 @@ def direct_examples(lang: str, data_dir: str | os.PathLike, limit: int | None = 
   header = f"{format_qa(shot['context'], shot['question'])} {shot['answers'][0] if shot['answers'] else ''}\n\n"
   return [EvalExample(f"tydiqa/{lang}", i, header + format_qa(r["context"], r["question"]),
                       r["answers"][0] if r["answers"] else "", golds=r["answers"],
-                      source_text=f"{r['context']}\n{r['question']}")
+                      source_text=f"{r['context']}\n{r['question']}", stop_sequences=STOP_SEQUENCES)
           for i, r in enumerate(rows[1:])]
