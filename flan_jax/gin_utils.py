@@ -68,6 +68,10 @@ def register_configurables() -> None:
     gin.external_configurable(cls, module=module)
   gin.external_configurable(optimizers.make_schedule, module="optimizers")
   gin.external_configurable(feature_converters.get_feature_converter, module="feature_converters")
+  from flan_jax import train_config  # T5X's `utils.DatasetConfig` and its siblings
+  for cls in (train_config.DatasetConfig, train_config.CheckpointConfig, train_config.EvalConfig,
+              train_config.SuiteEvalConfig, train_config.LogConfig):
+    gin.external_configurable(cls, module="utils")
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

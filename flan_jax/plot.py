@@ -40,11 +40,10 @@ def series(rows: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def suite_keys(rows: Sequence[dict]) -> list[str]:
-  """The evaluation suites' score keys (`eval/mmlu_direct`, ...): eval/ keys that are not teacher-forced metrics."""
-  teacher_forced = {"loss", "loss_sum", "accuracy", "z_loss", "cross_ent_loss", "nonpadding_tokens"}
-  keys = {k for r in rows for k in r if k.startswith("eval/") and k[len("eval/"):] not in teacher_forced
-          and not k[len("eval/"):].startswith("num_")}
-  return sorted(keys)
+  """The evaluation suites' score keys (`eval/mmlu_direct`, ..., `eval/normalized_average`)."""
+  from flan_jax.evaluation.suites import SUITES  # pylint: disable=import-outside-toplevel
+  names = set(SUITES) | {"normalized_average"}
+  return sorted({k for r in rows for k in r if k.startswith("eval/") and k[len("eval/"):] in names})
 
 
 def plot(run_dirs: Sequence[pathlib.Path], output: pathlib.Path) -> pathlib.Path:

@@ -22,9 +22,10 @@ from flan_jax import train_state as train_state_lib
 # others are ratios: `*_per_all_target_tokens` are combined weighted by each microbatch's target tokens, every
 # other ratio (accuracy, per-non-padding-token losses) weighted by its non-padding target tokens.
 TOKENS = "nonpadding_tokens"
+EXAMPLES = "num_examples"
 
 
-def _is_summed(name: str) -> bool:
+def is_summed(name: str) -> bool:
   return name in ("loss", "z_loss", "cross_ent_loss", TOKENS) or name.startswith("num_")
 
 
@@ -46,6 +47,18 @@ def global_norm(tree: Any) -> jax.Array:
 
 def _token_count(batch: Mapping[str, jax.Array]) -> jax.Array:
   return jnp.sum(batch["decoder_loss_weights"] > 0).astype(jnp.float32)
+
+
+def _example_count(batch: Mapping[str, jax.Array]) -> jax.Array:
+  """Examples trained on: packed rows number theirs 1, 2, ... in `decoder_segment_ids`; an unpacked row is one
+  example when it has a target."""
+  if "decoder_segment_ids" in batch:
+    return jnp.sum(jnp.max(batch["decoder_segment_ids"], axis=1)).astype(jnp.float32)
+  return jnp.sum(jnp.any(batch["decoder_loss_weights"] > 0, axis=1)).astype(jnp.float32)
+
+
+def _counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  return {TOKENS: _token_count(batch), EXAMPLES: _example_count(batch)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +133,7 @@ class Trainer:
     k = self.config.num_microbatches
     if k == 1:
       (loss, metrics), grads = grad_fn(params, batch, rng)
-      metrics = dict(metrics, loss=loss, **{TOKENS: _token_count(batch)})
+      metrics = dict(metrics, loss=loss, **_counts(batch))
       return grads, metrics
 
     def split(x):
@@ -135,8 +148,8 @@ class Trainer:
       acc_grads, acc_metrics = carry
       index, mb = inputs
       (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, index))
-      metrics = dict(metrics, loss=loss, **{TOKENS: _token_count(mb)})
-      weighted = {m: (v if _is_summed(m) else v * _weight(m, mb)) for m, v in metrics.items()}
+      metrics = dict(metrics, loss=loss, **_counts(mb))
+      weighted = {m: (v if is_summed(m) else v * _weight(m, mb)) for m, v in metrics.items()}
       acc_grads = jax.tree.map(jnp.add, acc_grads, grads)
       acc_metrics = jax.tree.map(jnp.add, acc_metrics, weighted)
       return (acc_grads, acc_metrics), None
@@ -144,13 +157,13 @@ class Trainer:
     zeros_grads = jax.tree.map(jnp.zeros_like, params)
     metric_shapes = jax.eval_shape(
         lambda: dict(jax.eval_shape(grad_fn, params, jax.tree.map(lambda v: v[0], micro), rng)[0][1],
-                     loss=0.0, **{TOKENS: 0.0}))
+                     loss=0.0, **{TOKENS: 0.0, EXAMPLES: 0.0}))
     zeros_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metric_shapes)
     (grads, metrics), _ = jax.lax.scan(body, (zeros_grads, zeros_metrics), (jnp.arange(k), micro))
     totals = {"all": jnp.asarray(batch["decoder_target_tokens"].size, jnp.float32), "nonpad": metrics[TOKENS]}
 
     def combine(m, v):
-      if _is_summed(m):
+      if is_summed(m):
         return v
       return v / jnp.maximum(totals["all" if m.endswith("per_all_target_tokens") else "nonpad"], 1.0)
 
@@ -169,7 +182,7 @@ class Trainer:
 
   def _eval_step_fn(self, params: Any, batch: Mapping[str, jax.Array]):
     loss, metrics = self.model.loss_fn(params, batch, None)
-    return dict(metrics, loss=loss, **{TOKENS: _token_count(batch)})
+    return dict(metrics, loss=loss, **_counts(batch))
 
   # ------------------------------------------------------------------------------------------- public
   def init_state(self, seed: int | None = None) -> train_state_lib.TrainState:

@@ -72,7 +72,7 @@ def _train(model_dir: pathlib.Path, processes: int, devices_each: int, *bindings
 
 def _losses(model_dir: pathlib.Path) -> list[float]:
   records = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
-  return [r["loss_per_nonpadding_target_token"] for r in records if "loss" in r]
+  return [r["train/loss"] for r in records if "train/loss" in r]
 
 
 def test_train_main_on_two_processes_checkpoints_every_hosts_input_state(tmp_path):
@@ -85,7 +85,7 @@ def test_train_main_on_two_processes_checkpoints_every_hosts_input_state(tmp_pat
       in outs[0][0]
   records = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
-  assert all(np.isfinite(r["loss"]) and r["nonpadding_tokens"] > 0 for r in records)
+  assert all(np.isfinite(r["train/loss"]) and r["train/nonpadding_tokens"] > 0 for r in records)
   assert sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()) == [3, 6]
   dataset_files = list((model_dir / "6" / "dataset").glob("*"))
   assert dataset_files

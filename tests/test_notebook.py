@@ -20,7 +20,7 @@ def test_committed_without_outputs():
 
 
 @pytest.mark.slow
-def test_quickstart_runs_top_to_bottom(tmp_path):
+def test_quickstart_runs_top_to_bottom(tmp_path, flan_data_dir):
   nb = nbformat.read(NOTEBOOK, as_version=4)
   env_backup = dict(os.environ)
   # One CPU device for the kernel (the test session simulates 8) and the repo on its path; the kernel's own
@@ -28,14 +28,18 @@ def test_quickstart_runs_top_to_bottom(tmp_path):
   os.environ["XLA_FLAGS"] = ""
   os.environ.pop("MPLBACKEND", None)
   os.environ["PYTHONPATH"] = os.pathsep.join([str(NOTEBOOK.parent.parent), os.environ.get("PYTHONPATH", "")])
+  # As a user runs it: the kernel in notebooks/, the data dir given relative to the checkout as the README does.
+  os.environ["FLAN_JAX_DATA_DIR"] = os.path.relpath(flan_data_dir, NOTEBOOK.parent.parent)
   try:
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent.parent)}})
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()
   finally:
     os.environ.clear()
     os.environ.update(env_backup)
   text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
   assert "mixtures," in text and "=== example 0" in text
-  assert "transformers greedy decode:" in text
+  assert "transformers greedy decode:" in text and "32100 tokens" in text
+  assert f"data dir: {os.path.normpath(flan_data_dir)}\n" in text
+  assert "loss per target token:" in text
   assert "image/png" in json.dumps([c.get("outputs", []) for c in nb.cells])

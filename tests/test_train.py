@@ -17,7 +17,8 @@ from flan_jax import train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GIN = "tests/fixtures/tiny_t5_test.gin"
-COMPARED = ("loss", "accuracy", "grad_norm", "z_loss", "nonpadding_tokens", "learning_rate")
+COMPARED = tuple(f"train/{k}" for k in ("loss", "loss_sum", "accuracy", "grad_norm", "z_loss", "nonpadding_tokens",
+                                         "learning_rate"))
 
 
 def _cmd(model_dir: pathlib.Path, *extra: str) -> list[str]:
@@ -34,7 +35,7 @@ def _metrics(model_dir: pathlib.Path) -> dict[int, dict]:
   out = {}
   for line in (model_dir / "metrics.jsonl").read_text().splitlines():
     record = json.loads(line)
-    if "loss" in record:
+    if "train/loss" in record:
       out[record["step"]] = record
   return out
 
@@ -49,11 +50,14 @@ def uninterrupted(tmp_path_factory) -> pathlib.Path:
 def test_outputs_and_falling_loss(uninterrupted):
   metrics = _metrics(uninterrupted)
   assert sorted(metrics) == list(range(1, 21))
-  first = sum(metrics[s]["loss_per_nonpadding_target_token"] for s in (1, 2, 3)) / 3
-  last = sum(metrics[s]["loss_per_nonpadding_target_token"] for s in (18, 19, 20)) / 3
+  first = sum(metrics[s]["train/loss"] for s in (1, 2, 3)) / 3
+  last = sum(metrics[s]["train/loss"] for s in (18, 19, 20)) / 3
   assert last < first - 0.5
-  for key in ("learning_rate", "grad_norm", "tokens_per_second", "seconds_per_step", "mfu", "z_loss", "accuracy"):
-    assert key in metrics[5]
+  for key in ("learning_rate", "grad_norm", "tokens_per_second", "seconds_per_step", "mfu", "z_loss", "accuracy",
+              "loss_sum", "num_examples"):
+    assert f"train/{key}" in metrics[5]
+  assert metrics[5]["train/loss"] == pytest.approx(metrics[5]["train/loss_sum"] / metrics[5]["train/nonpadding_tokens"])
+  assert all(metrics[s]["time"] <= metrics[s + 1]["time"] for s in range(1, 20))  # wall clock per row
   config = (uninterrupted / "config.gin").read_text()
   assert "MODEL_DIR" in config and "TRAIN_STEPS = 20" in config
   assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
@@ -136,7 +140,7 @@ def test_tfds_data_dir_reaches_every_reader(tmp_path):
 
 def test_bad_eval_suites_are_named():
   code, err = _bad("--gin.EVAL_SUITES_PERIOD=2", "--gin.EVAL_SUITES='mmlu_direct,no_such_suite'")
-  assert code == 1 and "train.eval_suites='mmlu_direct,no_such_suite'" in err and "no_such_suite" in err
+  assert code == 1 and "EVAL_SUITES='mmlu_direct,no_such_suite'" in err and "no_such_suite" in err
   code, err = _bad("--gin.EVAL_SUITES_PERIOD=2", "--gin.EVAL_SUITES='bbh_direct'")
   assert code == 1 and "TinyModel is not one" in err  # the suites decode with flan_jax models only
 
@@ -152,8 +156,8 @@ def test_trained_dir_feeds_infer_and_eval_and_suites_run_periodically(tmp_path):
     code = train.main([
         "--gin_file=tests/fixtures/tiny_real_t5_test.gin", f"--gin.MODEL_DIR='{model_dir}'",
         "--gin.TRAIN_STEPS=4", "--gin.CHECKPOINT_PERIOD=4", "--gin.EVAL_SUITES='bbh_direct'",
-        "--gin.EVAL_SUITES_PERIOD=2", "--gin.EVAL_SUITES_LIMIT=1", "--gin.train.eval_suites_max_input_length=256",
-        "--gin.train.eval_suites_max_decode_length=2"])
+        "--gin.EVAL_SUITES_PERIOD=2", "--gin.EVAL_SUITES_LIMIT=1", "--gin.utils.SuiteEvalConfig.max_input_length=256",
+        "--gin.utils.SuiteEvalConfig.max_decode_length=2"])
   finally:
     gin.clear_config()
   assert code == 0
@@ -168,7 +172,7 @@ def test_trained_dir_feeds_infer_and_eval_and_suites_run_periodically(tmp_path):
     results = json.loads((model_dir / "eval_suites" / f"step_{s}" / "results.json").read_text())
     assert results["suites"]["bbh_direct"]["count"] == 27
   # The loader restored the trained params, not a fresh init: they differ from step 0's.
-  trained = {r["step"]: r for r in records if "loss" in r}
+  trained = {r["step"]: r for r in records if "train/loss" in r}
   assert sorted(trained) == [1, 2, 3, 4]
   import jax
   import numpy as np
@@ -177,3 +181,36 @@ def test_trained_dir_feeds_infer_and_eval_and_suites_run_periodically(tmp_path):
   init = init.get("params", init)
   assert not np.allclose(np.asarray(params["decoder"]["logits_dense"]["kernel"]),
                          np.asarray(init["decoder"]["logits_dense"]["kernel"]))
+
+
+def test_progress_summary_and_a_finished_rerun(uninterrupted, capsys):
+  """Progress lines say step N/TOTAL with an ETA; the end says what was done; a finished run's rerun does nothing
+  (and writes no second TensorBoard events file)."""
+  events = sorted((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
+  gin.clear_config()
+  try:
+    assert train.main([f"--gin_file={GIN}", f"--gin.MODEL_DIR='{uninterrupted}'", "--gin.TRAIN_STEPS=20"]) == 0
+  finally:
+    gin.clear_config()
+  assert f"is already at step 20 (TRAIN_STEPS=20); nothing to do" in capsys.readouterr().out
+  assert sorted((uninterrupted / "tensorboard").glob("events.out.tfevents.*")) == events
+
+
+def test_progress_lines_and_summary(tmp_path):
+  out = subprocess.run(_cmd(tmp_path / "run", "--gin.TRAIN_STEPS=4", "--gin.LOG_PERIOD=2"), cwd=REPO, env=_env(1),
+                       check=True, timeout=600, capture_output=True, text=True).stdout
+  lines = [line for line in out.splitlines() if line.startswith("step ")]
+  assert [line.split(" | ")[0] for line in lines] == ["step 2/4", "step 4/4"]
+  assert all(" | loss " in line and " | tok/s " in line and " | ETA " in line for line in lines)
+  done = next(line for line in out.splitlines() if line.startswith("flan-jax train: done: step 4/4 (4 this run)"))
+  assert "loss per target token" in done and "(best " in done and "examples seen" in done
+  assert done.endswith(str(tmp_path / "run" / "4"))
+
+
+def test_help_shows_gin_usage_and_the_macros(capsys):
+  with pytest.raises(SystemExit) as e:
+    train.main(["--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert "--gin.NAME=VALUE sets a macro" in out and "--gin_file=models/flan_t5_small.gin" in out
+  assert "  TRAIN_STEPS = %gin.REQUIRED" in out and "  LEARNING_RATE = 1e-3  (Flan-T5: constant 1e-3" in out

@@ -41,8 +41,8 @@ def _resolve(path: pathlib.Path) -> pathlib.Path:
   if path.is_absolute():
     return path
   if path.exists() or not (REPO_ROOT / path).exists():
-    return path.absolute()
-  return REPO_ROOT / path
+    return pathlib.Path(os.path.normpath(path.absolute()))
+  return pathlib.Path(os.path.normpath(REPO_ROOT / path))
 
 
 def data_dir() -> pathlib.Path:
