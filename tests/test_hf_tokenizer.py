@@ -6,6 +6,7 @@ import json
 import shutil
 
 import jax
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -90,3 +91,18 @@ def test_import_refuses_another_vocabulary(exported, tmp_path):
   (other / "tokenizer.json").write_text(json.dumps(spec))
   with pytest.raises(ValueError, match=r"tokenizer.json: id 5 is '▁swapped' here but .* another vocabulary"):
     hf.load(other)
+
+
+def test_transformers_keeps_the_untied_head(exported, caplog):
+  """The only notice on load is transformers' own for an untied T5 (its T5 config always says 'tied'), and the
+  loaded head is the exported one, not the embedding."""
+  import logging  # pylint: disable=import-outside-toplevel
+  _, params, out = exported
+  transformers.logging.enable_propagation()
+  with caplog.at_level(logging.WARNING):
+    hf_model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out)
+  notices = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert all("will NOT tie them" in n for n in notices), notices
+  head = hf_model.lm_head.weight.detach().numpy()
+  np.testing.assert_array_equal(head, np.asarray(params["decoder"]["logits_dense"]["kernel"]).T)
+  assert hf_model.lm_head.weight.data_ptr() != hf_model.shared.weight.data_ptr()
