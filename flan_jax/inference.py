@@ -28,7 +28,7 @@ import numpy as np
 from flan_jax import decoding, stopping
 from flan_jax.data import vocab as vocab_lib
 from flan_jax.models import model as model_lib
-from flan_jax.models import decoder_only, t5
+from flan_jax.models import decoder_only, losses, t5
 
 METHODS = ("greedy", "sample", "beam")
 
@@ -186,6 +186,18 @@ def score_batch(model: model_lib.BaseModel, params: dict, batch: dict) -> np.nda
   return np.asarray(_score_jit(model, params, {k: jnp.asarray(v) for k, v in batch.items()}))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _score_options_jit(model, params, encoder_tokens, option_of, decoder_input, decoder_target):
+  """[rows] summed log-likelihood of each option row given its prompt (row `option_of[r]` of `encoder_tokens`);
+  every prompt is encoded once, however many options it has."""
+  module, variables = model.module, {"params": params}
+  encoded = module.apply(variables, encoder_tokens, enable_dropout=False, method=module.encode)
+  logits = module.apply(variables, encoded[option_of], encoder_tokens[option_of], decoder_input, decoder_target,
+                        enable_dropout=False, method=module.decode)
+  token_ll = -losses.sparse_cross_entropy_with_logits(logits, decoder_target, 0.0)[0]
+  return jnp.sum(token_ll * (decoder_target > 0).astype(token_ll.dtype), axis=-1)
+
+
 def _bucket(length: int, minimum: int = 16) -> int:
   """Pads lengths to powers of two so a run compiles few shapes."""
   return max(minimum, 1 << max(0, int(length) - 1).bit_length())
@@ -295,6 +307,16 @@ class Predictor:
     eos = [vocab_lib.EOS_ID] if score_eos else []
     return self.score_ids(inputs, [list(self.vocab.encode(t)) + eos for t in targets])
 
+  def _score_options(self, inputs: Sequence[str], targets: Sequence[Sequence[Sequence[int]]]) -> list[float]:
+    """Every option's score, flattened in input order, `batch_size` inputs (each encoded once) per call."""
+    out: list[float] = []
+    for start, end in self._batches(len(inputs)):
+      arrays = _option_rows([self._encode_input(t) for t in inputs[start:end]], targets[start:end], self.batch_size)
+      scores = _score_options_jit(self.model, self.params, *(jnp.asarray(arrays[k]) for k in (
+          "encoder_tokens", "option_of", "decoder_input", "decoder_target")))
+      out.extend(float(s) for s in np.asarray(scores)[:sum(len(t) for t in targets[start:end])])
+    return out
+
   def score_ids(self, inputs: Sequence[str], target_ids: Sequence[Sequence[int]]) -> list[float]:
     """Summed log-likelihood of each target, given as token ids (scored as they are, EOS only where present)."""
     pairs = [(self._encode_input(i), list(t)) for i, t in zip(inputs, target_ids)]
@@ -306,10 +328,15 @@ class Predictor:
 
   def rank_classification(self, inputs: Sequence[str], options: Sequence[Sequence[str]], score_eos: bool = True
                           ) -> tuple[list[int], list[list[float]]]:
-    """Scores every (input, option) pair (`score`); returns each input's best option index and all scores."""
-    flat_in = [inp for inp, opts in zip(inputs, options) for _ in opts]
-    flat_opt = [o for opts in options for o in opts]
-    flat = self.score(flat_in, flat_opt, score_eos)
+    """Scores every (input, option) pair as `score` does; returns each input's best option index and all scores.
+    An encoder-decoder encodes each input once and scores all its options against that encoder output."""
+    eos = [vocab_lib.EOS_ID] if score_eos else []
+    targets = [[list(self.vocab.encode(o)) + eos for o in opts] for opts in options]
+    if self.encoder_decoder:
+      flat = self._score_options(inputs, targets)
+    else:
+      flat = self.score_ids([inp for inp, opts in zip(inputs, targets) for _ in opts],
+                            [t for opts in targets for t in opts])
     best, scores, pos = [], [], 0
     for opts in options:
       row = flat[pos:pos + len(opts)]
@@ -317,6 +344,20 @@ class Predictor:
       scores.append(row)
       best.append(int(np.argmax(row)))
     return best, scores
+
+
+def _option_rows(prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[Sequence[int]]],
+                 batch_size: int) -> dict[str, np.ndarray]:
+  """The arrays of `_score_options_jit` for a batch of prompts and their option target ids (padded to buckets)."""
+  rows = [(p, t) for p, opts in enumerate(targets) for t in opts]
+  num_rows = _bucket(len(rows), minimum=batch_size)
+  target = _pad_rows([t for _, t in rows], _bucket(max(len(t) for _, t in rows)), num_rows)
+  decoder_input = np.zeros_like(target)
+  decoder_input[:, 1:] = target[:, :-1]
+  option_of = np.zeros([num_rows], np.int32)
+  option_of[:len(rows)] = [p for p, _ in rows]
+  return {"encoder_tokens": _pad_rows(prompts, _bucket(max(len(p) for p in prompts)), batch_size),
+          "option_of": option_of, "decoder_input": decoder_input, "decoder_target": target}
 
 
 def seqio_model_fns(model: model_lib.BaseModel, params: dict, config: DecodeConfig, batch_size: int = 8):

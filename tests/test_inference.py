@@ -251,3 +251,17 @@ def test_decode_with_byte_fallback_pieces(tiny_t5, tmp_path):
   assert predictor.decode(ids) == sp.decode_ids(ids) == "the Ünïcödé house ✓ is green"
   e2 = sp.piece_to_id("<0xE2>")
   assert predictor.decode(ids[:2] + [e2, sp.piece_to_id("▁")]) == sp.decode_ids(ids[:2] + [e2, sp.piece_to_id("▁")])
+
+
+@pytest.mark.parametrize("score_eos", [True, False])
+def test_rank_classification_encodes_once_and_scores_as_pairs_do(tiny_t5, score_eos):
+  """Options scored against one encoder output per prompt equal each (prompt, option) pair scored whole, across
+  batches of prompts with different numbers of options."""
+  model, params = tiny_t5
+  predictor = inference.Predictor(model, params, batch_size=2)
+  inputs = ["Q: 2+2?\nA:", "Which is a fruit?", "Pick one: red, blue.", "Is the sky green?"]
+  options = [["4", "5", "22"], ["apple"], ["red", "blue", "both of them", "neither"], ["yes", "no"]]
+  best, scores = predictor.rank_classification(inputs, options, score_eos)
+  for inp, opts, row, b in zip(inputs, options, scores, best):
+    assert row == pytest.approx(predictor.score([inp] * len(opts), opts, score_eos), abs=1e-4)
+    assert b == int(np.argmax(row))
