@@ -29,8 +29,10 @@ DIALOG_PREFIXES = ("wiki_dialog", "qrecc", "task_master")
 
 def family(name: str) -> str:
   """The Flan 2022 submix a task belongs to, read off its name: NIv2 tasks are `task<N>_...`, CoT tasks `cot_...`
-  or `stream_...`, T0-SF tasks `t0_...`, Dialog tasks `wiki_dialog...` / `qrecc...` / `task_master...`; the rest
-  are Muffin (Flan 2021)."""
+  or `stream_...`, T0-SF tasks `t0_...`, Dialog tasks `wiki_dialog...` / `qrecc...` / `task_master...`; UL2R's
+  denoised text (not Flan 2022) is `ul2r_...`; the rest are Muffin (Flan 2021)."""
+  if name.startswith("ul2r_"):
+    return "ul2r"
   if re.match(r"task\d+_", name):
     return "niv2"
   if name.startswith(("cot_", "stream_")):

@@ -287,8 +287,9 @@ def _write_run_files(model_dir: str, model: Any, gin_config_str: str) -> None:
 def _check_inputs(name: str, components: Sequence[tuple[str, float]] | None, eval_name: str | None,
                   eval_components: Sequence[tuple[str, float]] | None) -> None:
   """Every task or mixture named is registered (else an error with "did you mean"), and where they hold Flan tasks
-  the vocabulary is there (and so the data dir): checked off the plain catalog before anything is built."""
-  from flan_jax.data import data_dir, input_pipeline, mixing, registry, tokenizer
+  or UL2R tasks the vocabulary is there (and so the data dir): checked off the plain catalogs before anything is
+  built."""
+  from flan_jax.data import data_dir, input_pipeline, mixing, registry, token_tasks, tokenizer
   named = ([(str(c), "utils.DatasetConfig.mixture_components component") for c, _ in components] if components
            else [(name, "MIXTURE_OR_TASK_NAME")])
   if eval_name is not None:
@@ -296,7 +297,7 @@ def _check_inputs(name: str, components: Sequence[tuple[str, float]] | None, eva
               else [(eval_name, "EVAL_MIXTURE_OR_TASK_NAME")])
   for item, binding in named:
     input_pipeline.check_mixture(item, binding)
-  if any(task in registry.TASKS for item, _ in named for task in mixing.leaves(item)):
+  if any(task in registry.TASKS or task in token_tasks.TASKS for item, _ in named for task in mixing.leaves(item)):
     data_dir.data_file(tokenizer.VOCAB_PATH, source="vocab")
 
 

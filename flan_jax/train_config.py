@@ -16,7 +16,8 @@ class DatasetConfig:
   mixture_components: (task or mixture, rate) pairs registered as `mixture_or_task_name`.
   only_available: leave out the tasks whose data is absent (each component separately, so their rates keep their
     meaning), said in one line per part; off, a missing part fails before any compile, naming it.
-  input_process: render a mixture of Flan tasks in a child process without seqio or TensorFlow (the same batches).
+  input_process: render a mixture of Flan (and UL2R) tasks in a child process without seqio or TensorFlow (the same
+    batches).
   """
   mixture_or_task_name: str
   task_feature_lengths: Mapping[str, int]

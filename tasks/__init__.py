@@ -1,6 +1,7 @@
-"""`import tasks` registers every Flan task and mixture: in the plain catalog (`registry.TASKS`, `mixing.MIXTURES`)
-and with seqio, unless $FLAN_JAX_SEQIO is 0 (a process that only renders: the training input process, the data
-benchmark), in which case neither seqio nor TensorFlow is imported.
+"""`import tasks` registers every Flan task and mixture (and the UL2R tasks, `tasks/ul2r.py`): in the plain catalog
+(`registry.TASKS`, `mixing.MIXTURES`, `token_tasks.TASKS`) and with seqio, unless $FLAN_JAX_SEQIO is 0 (a process
+that only renders: the training input process, the data benchmark), in which case neither seqio nor TensorFlow is
+imported.
 
 Registration reads only the small metadata files of the data dir (templates.json, niv2_tasks.json,
 the NIv2 split lists); data files are read when a dataset is built. After changing the data dir
@@ -13,6 +14,7 @@ from tasks import cot
 from tasks import flan2022
 from tasks import mixtures
 from tasks import niv2
+from tasks import ul2r
 
 
 def register_all() -> dict[str, list[str]]:
@@ -24,7 +26,8 @@ def register_all() -> dict[str, list[str]]:
   mixture_names = mixtures.register_cot(cot.base_names(False), cot.base_names(True))
   mixture_names += mixtures.register_niv2([niv2.seqio_name(t) for t in niv2_tasks])
   # Muffin, T0-SF and Dialog, and the Flan 2022 mixtures that combine all parts.
-  return {"cot": cot_names, "niv2": niv2_names, "mixtures": mixture_names, **flan2022.register_all(t)}
+  return {"cot": cot_names, "niv2": niv2_names, "mixtures": mixture_names, **flan2022.register_all(t),
+          "ul2r": ul2r.register()}
 
 
 REGISTERED = register_all()

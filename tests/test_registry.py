@@ -18,7 +18,8 @@ MIXTURES = ("cot_submix", "niv2_submix", "cot_fsopt", "palmflan_cot_zs_opt")
 def _summary() -> dict:
   """What registration and the stream give in this process (module-level so a child process can call it)."""
   import tasks  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import availability, mixing, registry, streaming  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import (  # pylint: disable=import-outside-toplevel
+      availability, mixing, registry, streaming, token_tasks)
   digest = hashlib.sha256()
   config = streaming.StreamConfig({"inputs": 256, "targets": 64}, seed=7, num_epochs=1)
   present = availability.resolve("cot_submix", only_available=True)
@@ -28,7 +29,9 @@ def _summary() -> dict:
   # What `import tasks` registered (other tests of the session may have added more since).
   names = sorted(n for family in tasks.REGISTERED.values() for n in family)
   return {
-      "names": names, "unregistered": [n for n in names if n not in registry.TASKS and n not in mixing.MIXTURES],
+      "names": names,
+      "unregistered": [n for n in names if n not in registry.TASKS and n not in token_tasks.TASKS
+                       and n not in mixing.MIXTURES],
       "rates": {m: sorted(mixing.rates(m).items()) for m in MIXTURES},
       "stream": digest.hexdigest(), "loaded": [m for m in HEAVY_MODULES if m in sys.modules],
   }

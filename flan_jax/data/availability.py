@@ -1,8 +1,8 @@
 """Which tasks of a mixture have their data, and `resolve`: the one way to train or read "what is present".
 
-Presence is decided without reading data: each Flan task's `check_available()` (file-system checks of the Flan
-data dir or the TFDS data dir), so it is quick even for thousands of tasks and never waits on the network. Tasks
-that are not Flan tasks count as present (their data is their own business).
+Presence is decided without reading data: each Flan or token task's `check_available()` (file-system checks of the
+Flan data dir, the TFDS data dir, or a token task's text files), so it is quick even for thousands of tasks and never
+waits on the network. Other tasks count as present (their data is their own business).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import dataclasses
 import sys
 
 from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import mixing, registry
+from flan_jax.data import mixing, registry, token_tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,11 +25,12 @@ def diagnose(name: str) -> list[TaskStatus]:
   out = []
   for task in sorted(mixing.leaves(name)):
     flan_task = registry.TASKS.get(task)
-    if flan_task is None:
+    token_task = token_tasks.TASKS.get(task)
+    if flan_task is None and token_task is None:
       out.append(TaskStatus(task, True, "not a Flan task; presence not checked"))
       continue
     try:
-      flan_task.dataset.check_available()
+      (flan_task.dataset if flan_task is not None else token_task).check_available()
     except data_dir_lib.DataMissingError as e:
       out.append(TaskStatus(task, False, str(e)))
       continue

@@ -142,9 +142,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+  from flan_jax.data import mixing, token_tasks, tokenizer  # pylint: disable=import-outside-toplevel
   before = skip_counters()
+  # Token tasks (UL2R) make ids without text: their examples are shown decoded.
+  ids_only = args.name in token_tasks.TASKS or (
+      args.name in mixing.MIXTURES and all(t in token_tasks.TASKS for t in mixing.leaves(args.name)))
+  decode = tokenizer.processor().decode if ids_only else None
   for i, ex in enumerate(iter_examples(args.name, args.n, args.split, args.shuffle, args.seed)):
     record = {k: ex[k] for k in SHOW_FEATURES if k in ex}
+    if decode is not None:
+      record.update({f"{k}_pretokenized": decode(ex[k]) for k in ("inputs", "targets")})
     if args.tokenized:
       record.update({k: ex[k] for k in ("inputs", "targets") if k in ex})
     if args.format == "jsonl":

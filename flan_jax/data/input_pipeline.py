@@ -6,8 +6,9 @@ shard's rows as the configured feature converter lays them out (`host_batches`);
 arrays from the host-local rows.
 The iterator's state is the number of batches consumed (plus what identifies the stream); restoring rebuilds the
 same deterministic stream and skips exactly that many batches, so a resumed run sees the batches an uninterrupted
-run would. With `input_process`, a mixture of Flan tasks is rendered in a child process without seqio or TensorFlow
-(`input_process.py`): the same batches, with the pipeline's memory and CPU outside the trainer's process.
+run would. With `input_process`, a mixture of Flan tasks (and token tasks) is rendered in a child process without
+seqio or TensorFlow (`input_process.py`): the same batches, with the pipeline's memory and CPU outside the trainer's
+process.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import seqio
 
-from flan_jax.data import host_batches, input_process as input_process_lib, mixing, registry, streaming
+from flan_jax.data import host_batches, input_process as input_process_lib, mixing, registry, streaming, token_tasks
 from flan_jax.data_layout import HostDataLayout
 
 
@@ -44,9 +45,10 @@ class InputConfig:
 
 
 def known_names() -> set[str]:
-  """Every task and mixture training can read: the Flan catalog, plus seqio's registries where seqio is already
-  loaded (a MIXTURE_OR_TASK_MODULE registered tasks of its own); a Flan name never imports seqio or TF."""
-  names = set(registry.TASKS) | set(mixing.MIXTURES)
+  """Every task and mixture training can read: the Flan and token-task catalogs, plus seqio's registries where seqio
+  is already loaded (a MIXTURE_OR_TASK_MODULE registered tasks of its own); a catalog name never imports seqio or
+  TF."""
+  names = set(registry.TASKS) | set(token_tasks.TASKS) | set(mixing.MIXTURES)
   if "seqio" in sys.modules:
     names |= set(seqio_registry_names())
   return names
@@ -59,7 +61,7 @@ def seqio_registry_names() -> list[str]:
 
 def check_mixture(name: str, binding: str = "MIXTURE_OR_TASK_NAME") -> None:
   """Fails with the binding, "did you mean" and where names come from, unless `name` is registered."""
-  if name in registry.TASKS or name in mixing.MIXTURES:
+  if name in registry.TASKS or name in token_tasks.TASKS or name in mixing.MIXTURES:
     return
   known = known_names()
   if name in known:
@@ -169,7 +171,7 @@ class ResumableIterator:
 def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter, shard: HostDataLayout,
                   input_process: bool = False) -> ResumableIterator:
   """This process's resumable batches; with `input_process`, rendered in a child process when every task of the
-  mixture is a Flan task (else here, with a note saying why)."""
+  mixture is a Flan or token task (else here, with a note saying why)."""
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
               "seed": config.seed, "split": config.split, "num_shards": shard.num_shards,
               "task_feature_lengths": dict(config.task_feature_lengths)}

@@ -1,17 +1,18 @@
 """Training input rendered in a child process that imports neither seqio nor TensorFlow.
 
 The trainer's process holds seqio (and with it TensorFlow, ~860 MB resident) for its task registry, plus JAX and
-the model; rendering, tokenizing and packing Flan tasks needs none of that. The child (`python -m
-flan_jax.data.input_process`, with $FLAN_JAX_SEQIO=0) runs the same stream `input_pipeline.host_batches_of` runs
-in-process (`streaming.rated_examples` -> `host_batches.batches`), so its batches are identical, and on a
+the model; rendering, tokenizing and packing Flan tasks (or UL2R's token tasks) needs none of that. The child
+(`python -m flan_jax.data.input_process`, with $FLAN_JAX_SEQIO=0) runs the same stream `input_pipeline.host_batches_of`
+runs in-process (`streaming.rated_examples` -> `host_batches.batches`), so its batches are identical, and on a
 multi-core host it renders the next batches while the trainer steps.
 
 The job travels as a pickle on the child's stdin: the effective task rates, the `FlanTask`s themselves (pickled by
-reference to the modules that registered them, which the child imports), the stream and batch configs, and the
-data dirs. Batches come back on its stdout as length-prefixed pickles; an error in the child comes back as its
-traceback and is raised here. Everything the child prints goes to stderr. The child ignores SIGINT and SIGTERM:
-a signal to the whole process group (Ctrl-C, a preemption notice) is the trainer's to handle, which saves and then
-ends the child; if the trainer dies instead, the child's next write fails and it exits.
+reference to the modules that registered them, which the child imports) and the token tasks (`token_tasks`, with the
+names they read resolved), the stream and batch configs, and the data dirs. Batches come back on its stdout as
+length-prefixed pickles; an error in the child comes back as its traceback and is raised here. Everything the child
+prints goes to stderr. The child ignores SIGINT and SIGTERM: a signal to the whole process group (Ctrl-C, a
+preemption notice) is the trainer's to handle, which saves and then ends the child; if the trainer dies instead, the
+child's next write fails and it exits.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 import numpy as np
 
 from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import host_batches, registry, streaming, tfds_source
+from flan_jax.data import host_batches, registry, streaming, tfds_source, token_tasks
 
 _HEADER = struct.Struct("<Q")
 
@@ -41,7 +42,7 @@ class InputProcessError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class InputJob:
   rates: Mapping[str, float]
-  tasks: Mapping[str, registry.FlanTask]
+  tasks: Mapping[str, registry.FlanTask | token_tasks.TokenTask]
   stream: streaming.StreamConfig
   layout: host_batches.BatchConfig
   data_dir: str
@@ -50,12 +51,14 @@ class InputJob:
 
 def job_for(rates: Mapping[str, float], stream: streaming.StreamConfig,
             layout: host_batches.BatchConfig) -> tuple[InputJob | None, str]:
-  """The job rendering `rates` in a child process, or (None, why not): only Flan tasks render without seqio."""
-  other = [t for t in rates if t not in registry.TASKS]
+  """The job rendering `rates` in a child process, or (None, why not): only Flan and token tasks render without
+  seqio."""
+  other = [t for t in rates if t not in registry.TASKS and t not in token_tasks.TASKS]
   if other:
-    return None, f"{len(other)} task(s) are not Flan tasks and need seqio (e.g. {other[0]})"
+    return None, f"{len(other)} task(s) are not Flan tasks or token tasks and need seqio (e.g. {other[0]})"
   # A task's metrics and postprocessor are not needed to render it (and need not pickle).
-  tasks = {t: dataclasses.replace(registry.TASKS[t], postprocess_fn=None, metric_fns=()) for t in rates}
+  tasks = {t: dataclasses.replace(registry.TASKS[t], postprocess_fn=None, metric_fns=()) if t in registry.TASKS
+           else token_tasks.TASKS[t].for_child() for t in rates}
   job = InputJob(dict(rates), tasks, stream, layout, str(data_dir_lib.data_dir()),
                  str(tfds_source.tfds_data_dir()))
   try:

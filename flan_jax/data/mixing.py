@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Sequence
 
-from flan_jax.data import registry
+from flan_jax.data import registry, token_tasks
 
 MIXTURE_CAPS = {"FLAN": 30000, "T0": 20000, "CoT": 100000, "NIv2": 5000, "Dialog": 200000}
 MIXTURE_CAPS["CoT-II"] = MIXTURE_CAPS["CoT"]
@@ -163,7 +163,7 @@ def _parts(name: str) -> list[tuple[str, Rate]] | None:
   """A mixture's (name, rate) parts, or None for a task; unknown names raise (naming them)."""
   if name in MIXTURES:
     return MIXTURES[name]
-  if name in registry.TASKS:
+  if name in registry.TASKS or name in token_tasks.TASKS:
     return None
   if not registry.registers_with_seqio():
     raise ValueError(f"unknown task or mixture {name!r} (seqio registration is off: ${registry.SEQIO_ENV}=0)")
@@ -175,5 +175,7 @@ def _parts(name: str) -> list[tuple[str, Rate]] | None:
 def _task(name: str) -> Any:
   if name in registry.TASKS:
     return registry.TASKS[name]
+  if name in token_tasks.TASKS:
+    return token_tasks.TASKS[name]
   import seqio  # pylint: disable=import-outside-toplevel
   return seqio.TaskRegistry.get(name)

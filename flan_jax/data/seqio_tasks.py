@@ -5,15 +5,17 @@ SentencePiece call per batch, ids equal to seqio's tokenize) and hands whole bat
 `tf.data.Dataset.from_generator`, split back into examples in TF, so neither the per-example Python->TF conversion
 nor seqio's per-example tokenize map is paid. The task then only appends EOS after trimming (`TOKENIZE`).
 
-This is the one module of the data layer that registers with seqio; the catalog does not need it, so it is
-imported only where seqio registration is on (`registry.registers_with_seqio`).
+This is the one module of the data layer that registers with seqio (Flan tasks and mixtures, and UL2R tasks through
+`add_ul2r_task`); the catalog does not need it, so it is imported only where seqio registration is on
+(`registry.registers_with_seqio`).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import itertools
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import seqio
@@ -21,8 +23,12 @@ import tensorflow as tf
 
 from flan_jax.data import mixing
 from flan_jax.data import registry
+from flan_jax.data import seqio_denoisers
 from flan_jax.data import tokenizer
 from flan_jax.data import vocab
+
+if TYPE_CHECKING:
+  from flan_jax.data import ul2r
 
 ENCODE_BATCH = 128
 _shuffle_plan: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar(
@@ -167,3 +173,17 @@ def add_mixture(name: str, parts: Sequence[tuple[str, float | Callable[[seqio.Ta
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
   seqio.MixtureRegistry.add(name, list(parts), mixture_cls=BudgetedMixture)
+
+
+def add_ul2r_task(task: ul2r.Ul2rTask) -> None:
+  """Registers (or re-registers) a UL2R task with seqio: its documents, tokenized, denoised (`seqio_denoisers`), then
+  EOS appended after trimming, as T5's span-corruption tasks."""
+  if task.name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(task.name)
+  seqio.TaskRegistry.add(
+      task.name, source=seqio_denoisers.TextDataSource(task.source),
+      preprocessors=[functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+                     seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
+                     functools.partial(seqio_denoisers.denoise, mixture=task.denoisers),
+                     seqio.preprocessors.append_eos_after_trim],
+      output_features=vocab.output_features())

@@ -4,9 +4,10 @@ Why not `seqio.get_dataset` of the mixture: it builds one tf.data pipeline per t
 buffers each, minutes and GBs for the ~18,000 tasks of the Flan 2022 collection) and then pays tf.data's per-element
 cost on every example. Here a task is opened at its first draw, Flan tasks are rendered by `registry.render` (the
 same Python code their seqio source runs, so examples are the same) and a draw's worth of examples is tokenized by
-one SentencePiece call. Other seqio tasks (not Flan-rendered) are read through their own `task.get_dataset`, so any
-registered task or mixture works. A mixture of Flan tasks needs neither seqio nor TensorFlow here: with
-$FLAN_JAX_SEQIO=0 a process renders the Flan collection without them (~860 MB less resident memory).
+one SentencePiece call. Token tasks (`token_tasks.TASKS`: UL2R's denoised text) yield ids themselves. Other seqio
+tasks are read through their own `task.get_dataset`, so any registered task or mixture works. A mixture of Flan and
+token tasks needs neither seqio nor TensorFlow here: with $FLAN_JAX_SEQIO=0 a process renders the Flan collection
+without them (~860 MB less resident memory).
 
 Semantics follow seqio's mixture: each draw picks a task with probability proportional to its rate; with
 `num_epochs` a task that runs out leaves the draw (rates renormalised over the others) and the stream ends when all
@@ -26,7 +27,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from flan_jax.data import mixing, registry, tokenizer
+from flan_jax.data import mixing, registry, token_tasks, tokenizer
 
 FEATURES = ("inputs", "targets")
 DRAWS_PER_CHUNK = 256  # examples tokenized per SentencePiece call; also the granularity of task sampling
@@ -66,6 +67,19 @@ class _FlanTask:
       yield ex["inputs"], ex["targets"]
 
 
+class _TokenTask:
+  """A token task's (inputs, targets) ids, epoch after epoch."""
+
+  def __init__(self, task: token_tasks.TokenTask, config: StreamConfig, shuffle_rows: int):
+    task.check_available()  # fails here, saying how to get the data
+    self.task = task
+    self.config = config
+    self.shuffle_rows = shuffle_rows if config.shuffle else 0
+
+  def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    return self.task.examples(self.config, self.shuffle_rows, epoch)
+
+
 class _SeqioTask:
   """Any other seqio task: its own pipeline (preprocessors, tokenization, EOS), read as numpy."""
 
@@ -90,7 +104,7 @@ class _Draw:
   """A task's examples, opened at its first draw; `next()` is None once its epochs are spent, or when an epoch
   has no example (a task with no row on this shard): that task leaves the draw with a warning, not a spin."""
 
-  def __init__(self, name: str, reader: _FlanTask | _SeqioTask, config: StreamConfig):
+  def __init__(self, name: str, reader: _FlanTask | _TokenTask | _SeqioTask, config: StreamConfig):
     self.name = name
     self.reader = reader
     self._config = config
@@ -122,11 +136,11 @@ def mixture_examples(name: str, config: StreamConfig) -> Iterator[dict[str, Ragg
 
 
 def rated_examples(rates: Mapping[str, float], config: StreamConfig,
-                   flan_tasks: Mapping[str, registry.FlanTask] | None = None,
+                   tasks: Mapping[str, registry.FlanTask | token_tasks.TokenTask] | None = None,
                    what: str = "mixture") -> Iterator[dict[str, Ragged]]:
-  """`mixture_examples` of tasks at these effective rates; a task in `flan_tasks` (default `registry.TASKS`) is
-  rendered as a Flan task, any other is read through seqio."""
-  flan_tasks = registry.TASKS if flan_tasks is None else flan_tasks
+  """`mixture_examples` of tasks at these effective rates. `tasks` (default: `registry.TASKS` and
+  `token_tasks.TASKS`) holds the Flan tasks, rendered here, and the token tasks; any other is read through seqio."""
+  tasks = {**token_tasks.TASKS, **registry.TASKS} if tasks is None else tasks
   names = sorted(rates)
   weights = np.array([rates[t] for t in names], np.float64)
   if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
@@ -139,8 +153,11 @@ def rated_examples(rates: Mapping[str, float], config: StreamConfig,
   sp = tokenizer.processor()
 
   def open_task(i: int) -> _Draw:
-    if names[i] in flan_tasks:
-      reader = _FlanTask(flan_tasks[names[i]], config, plan[names[i]])
+    task = tasks.get(names[i])
+    if isinstance(task, registry.FlanTask):
+      reader = _FlanTask(task, config, plan[names[i]])
+    elif task is not None:
+      reader = _TokenTask(task, config, plan[names[i]])
     else:
       import seqio  # pylint: disable=import-outside-toplevel
       reader = _SeqioTask(seqio.TaskRegistry.get(names[i]), config)
