@@ -64,6 +64,42 @@ def test_catalog_only_registers_and_streams_as_with_seqio(catalog_only):
   assert set(with_seqio["names"]) <= set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
 
 
+def test_the_catalog_never_imports_its_seqio_mirror_which_mirrors_what_came_before(flan_data_dir):
+  """No import circle: the catalog registers without the seqio adapter; importing the adapter later registers what
+  the catalog already holds, and everything added after it."""
+  code = """
+import sys
+import tasks  # FLAN_JAX_SEQIO=0: the catalog alone
+from flan_jax.data import availability, mixing, registry, token_tasks, ul2r
+mixing.add_mixture('mirror_test_before', [('cot_gsm8k_template_0to10_zero_shot', 1.0)])
+availability.resolve('cot_zsopt', only_available=True)
+assert 'flan_jax.data.seqio_tasks' not in sys.modules and 'seqio' not in sys.modules
+import seqio
+from flan_jax.data import seqio_tasks
+mixing.add_mixture('mirror_test_after', [('mirror_test_before', 1.0)])
+assert seqio.get_mixture_or_task('cot_gsm8k_template_0to10_zero_shot').name
+assert seqio.get_mixture_or_task('mirror_test_before').name and seqio.get_mixture_or_task('mirror_test_after').name
+assert seqio.get_mixture_or_task('cot_zsopt_available').name and seqio.get_mixture_or_task('ul2r_cot').name
+print('ok')
+"""
+  env = dict(os.environ, FLAN_JAX_DATA_DIR=str(flan_data_dir), FLAN_JAX_SEQIO="0",
+             PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent))
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_no_catalog_module_imports_the_seqio_adapter():
+  import ast  # pylint: disable=import-outside-toplevel
+  data = pathlib.Path(__file__).resolve().parent.parent / "flan_jax" / "data"
+  for name in ("registry", "mixing", "token_tasks", "ul2r", "availability", "streaming", "denoisers",
+               "text_sources"):
+    tree = ast.parse((data / f"{name}.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module or "" for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom)}
+    assert not {"seqio_tasks", "flan_jax.data.seqio_tasks"} & imported, name
+
+
 def test_flan_source_rejects_other_tasks(flan_data_dir):
   import seqio  # pylint: disable=import-outside-toplevel
   import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import

@@ -4,9 +4,9 @@ Caps per submix (FLAN 30,000, T0 20,000, CoT 100,000, NIv2 5,000, Dialog 200,000
 share their parent's cap and enter at rate 0.3). Rates are callables evaluated when a mixture is built,
 from counts that need no rendering (`FlanTask.num_examples`), so registering stays fast.
 
-Mixtures are kept in `MIXTURES` (name -> [(task or mixture, rate)]) and, unless $FLAN_JAX_SEQIO is 0, also
-registered with seqio (`seqio_tasks.add_mixture`); `rates` reads `MIXTURES`, and seqio's registry only for
-mixtures registered there by other code.
+Mixtures are kept in `MIXTURES` (name -> [(task or mixture, rate)]) and told to the catalog's mirrors
+(`registry.MIRRORS`: the seqio registries once `seqio_tasks` is imported); `rates` reads `MIXTURES`, and seqio's
+registry only for mixtures registered there by other code.
 
 Names follow upstream: `palmflan_<key>_{zs,fs}_{opt,noopt}` (one per template style),
 `palmflan_<key>_zs(<zs>)_opts(<opt>)` (their combination), and a top-level override name such as
@@ -62,9 +62,8 @@ def add_mixture(name: str, tasks: Sequence[str | tuple[str, Rate]], default_rate
       t = (t, default_rate)
     parts.append(t)
   MIXTURES[name] = parts
-  if registry.registers_with_seqio():
-    from flan_jax.data import seqio_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
-    seqio_tasks.add_mixture(name, parts)
+  for mirror in registry.MIRRORS:
+    mirror.add_mixture(name, parts)
   return name
 
 

@@ -3,8 +3,8 @@
 A `FlanDataset` says where rows come from (a generator of feature dicts), which templates.json key formats
 them, and the `_task_name` / `_task_source` it carries. `flan_variants` / `niv2_variants` list the variants
 FLAN registers (zero-shot with and without options, few-shot template_0/1/2, mix and 0to10), and
-`register_variants` adds one `FlanTask` per variant to `TASKS` and, unless $FLAN_JAX_SEQIO is 0, one seqio Task
-(`seqio_tasks`). Rendering (`render`) is plain Python: this module imports neither seqio nor TensorFlow, so a
+`register_variants` adds one `FlanTask` per variant to `TASKS` and tells the catalog's mirrors (`MIRRORS`: seqio's
+registries once `seqio_tasks` is imported, as `import tasks` does unless $FLAN_JAX_SEQIO is 0). Rendering (`render`) is plain Python: this module imports neither seqio nor TensorFlow, so a
 process that only renders (the data benchmark, an input process) stays small. Sharding happens at the source,
 before any rendering.
 
@@ -398,21 +398,21 @@ class FlanTask:
 
 TASKS: dict[str, FlanTask] = {}
 
+# Registries that mirror the catalog (the seqio registries, for T5X users): each is told of every task and mixture
+# added after it subscribed. `seqio_tasks` subscribes when imported; the catalog never imports it.
+MIRRORS: list[Any] = []
+
 
 def register_variants(dataset: FlanDataset, variants: Sequence[Variant], postprocess_fn: Callable | None = None,
                       metric_fns: Sequence[Callable] = ()) -> list[str]:
   """Registers `<dataset.name><variant.suffix>` for each variant (replacing earlier ones), each scored by
   `metric_fns` on outputs passed through `postprocess_fn`."""
-  add_to_seqio = None
-  if registers_with_seqio():
-    from flan_jax.data import seqio_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
-    add_to_seqio = seqio_tasks.add_task
   names = []
   for v in variants:
     task = FlanTask(dataset.name + v.suffix, dataset, v, postprocess_fn, tuple(metric_fns))
     TASKS[task.name] = task
-    if add_to_seqio is not None:
-      add_to_seqio(task)
+    for mirror in MIRRORS:
+      mirror.add_task(task)
     names.append(task.name)
   return names
 

@@ -6,8 +6,9 @@ SentencePiece call per batch, ids equal to seqio's tokenize) and hands whole bat
 nor seqio's per-example tokenize map is paid. The task then only appends EOS after trimming (`TOKENIZE`).
 
 This is the one module of the data layer that registers with seqio (Flan tasks and mixtures, and UL2R tasks through
-`add_ul2r_task`); the catalog does not need it, so it is imported only where seqio registration is on
-(`registry.registers_with_seqio`).
+`add_ul2r_task`). It is a mirror of the catalog: importing it registers what the catalog already holds and
+subscribes to `registry.MIRRORS` for everything added later. The catalog never imports it; `import tasks` does,
+unless $FLAN_JAX_SEQIO is 0.
 """
 from __future__ import annotations
 
@@ -187,3 +188,24 @@ def add_ul2r_task(task: ul2r.Ul2rTask) -> None:
                      functools.partial(seqio_denoisers.denoise, mixture=task.denoisers),
                      seqio.preprocessors.append_eos_after_trim],
       output_features=vocab.output_features())
+
+
+class _SeqioMirror:
+  """The seqio registries as a mirror of the catalog (`registry.MIRRORS`)."""
+  add_task = staticmethod(add_task)
+  add_mixture = staticmethod(add_mixture)
+  add_ul2r_task = staticmethod(add_ul2r_task)
+
+
+def _mirror_the_catalog() -> None:
+  from flan_jax.data import token_tasks  # pylint: disable=import-outside-toplevel
+  for flan_task in registry.TASKS.values():
+    add_task(flan_task)
+  for task in token_tasks.TASKS.values():
+    add_ul2r_task(task)
+  for name, parts in mixing.MIXTURES.items():  # in the order added, so sub-mixtures come first
+    add_mixture(name, parts)
+  registry.MIRRORS.append(_SeqioMirror)
+
+
+_mirror_the_catalog()

@@ -102,11 +102,10 @@ class SourceRowsRate:
 
 
 def register(task: Ul2rTask) -> str:
-  """Adds `task` to the token-task catalog and, unless $FLAN_JAX_SEQIO is 0, registers it with seqio too."""
+  """Adds `task` to the token-task catalog and tells the catalog's mirrors (seqio, once `seqio_tasks` is imported)."""
   token_tasks.register(task)
-  if registry.registers_with_seqio():
-    from flan_jax.data import seqio_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
-    seqio_tasks.add_ul2r_task(task)
+  for mirror in registry.MIRRORS:
+    mirror.add_ul2r_task(task)
   return task.name
 
 
