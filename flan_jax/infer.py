@@ -7,7 +7,7 @@
 text with one prompt per line (any other name; blank lines are skipped). Inputs are decoded in batches of
 --batch_size with a progress bar on stderr.
 predict rows: {"inputs", "targets"?, "output", "outputs" (when --num_decodes > 1), "tokens" (the output's ids),
-"score" (the output's summed log-likelihood, EOS included)};
+"score" (the decode's: the output's summed log-likelihood, EOS included; beam search's length-normalised score)};
 score rows: {"inputs", "targets", "score"} with score = the summed log-likelihood of the target, its EOS included
 unless --score_eos false (T5X scores it; harnesses that score bare continuations do not).
 """
@@ -20,7 +20,6 @@ import json
 import sys
 
 from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data.tokenizer import EOS_ID
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,17 +110,13 @@ def _results(predictor, rows: list[tuple[str, str | None]], mode: str, config, r
   if mode == "score":
     scores = predictor.score(inputs, [t for _, t in rows], score_eos)
     return [{"inputs": i, "targets": t, "score": s} for (i, t), s in zip(rows, scores)]
-  ids = predictor.predict_ids(inputs, config, rng)
-  outputs = [predictor.decode(row[0]) for row in ids]
-  # A row shorter than the limit ended at EOS, which is part of what the model generated (and scored, as T5X does).
-  ended = [row[0] + [EOS_ID] if len(row[0]) < config.max_decode_length else row[0] for row in ids]
-  scores = predictor.score_ids(inputs, ended)
   results = []
-  for (inp, tgt), row_ids, output, score in zip(rows, ids, outputs, scores):
-    row = {"inputs": inp, **({"targets": tgt} if tgt is not None else {}), "output": output,
-           "tokens": [int(t) for t in row_ids[0]], "score": score}
-    if len(row_ids) > 1:
-      row["outputs"] = [predictor.decode(r) for r in row_ids]
+  for (inp, tgt), decodes in zip(rows, predictor.predict_scored(inputs, config, rng)):
+    best_ids, score = decodes[0]
+    row = {"inputs": inp, **({"targets": tgt} if tgt is not None else {}), "output": predictor.decode(best_ids),
+           "tokens": [int(t) for t in best_ids], "score": score}
+    if len(decodes) > 1:
+      row["outputs"] = [predictor.decode(ids) for ids, _ in decodes]
     results.append(row)
   return results
 

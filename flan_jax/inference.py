@@ -245,10 +245,11 @@ class Predictor:
     for start in range(0, n, self.batch_size):
       yield start, min(n, start + self.batch_size)
 
-  def predict_ids(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None,
-                  stop_sequences: Sequence[Sequence[str]] | None = None) -> list[list[list[int]]]:
-    """Per input, `num_decodes` decoded id lists (cut at EOS; a row ending at one of its input's
-    `stop_sequences` keeps the stop's tokens)."""
+  def predict_scored(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None,
+                     stop_sequences: Sequence[Sequence[str]] | None = None) -> list[list[tuple[list[int], float]]]:
+    """Per input, `num_decodes` (ids cut at EOS, the decode's score): a row ending at one of its input's
+    `stop_sequences` keeps the stop's tokens; the score is the summed log-prob of the generated tokens, EOS
+    included (beam search: its length-normalised score)."""
     if stop_sequences is not None and len(stop_sequences) != len(inputs):
       raise ValueError(f"{len(inputs)} inputs but {len(stop_sequences)} lists of stop sequences")
     encoded = [self._encode_input(t) for t in inputs]
@@ -261,10 +262,16 @@ class Predictor:
       if stops is not None:
         batch["stop_tokens"] = stops
       step_rng = None if rng is None else jax.random.fold_in(rng, start)
-      tokens, _ = predict_batch(self.model, self.params, batch, config, step_rng)
+      tokens, scores = predict_batch(self.model, self.params, batch, config, step_rng)
       for i in range(end - start):
-        out.append([decoding.strip_after_eos(t, vocab_lib.EOS_ID) for t in tokens[i]])
+        out.append([(decoding.strip_after_eos(t, vocab_lib.EOS_ID), float(score))
+                    for t, score in zip(tokens[i], scores[i])])
     return out
+
+  def predict_ids(self, inputs: Sequence[str], config: DecodeConfig, rng: jax.Array | None = None,
+                  stop_sequences: Sequence[Sequence[str]] | None = None) -> list[list[list[int]]]:
+    """Per input, `num_decodes` decoded id lists (`predict_scored` without the scores)."""
+    return [[ids for ids, _ in row] for row in self.predict_scored(inputs, config, rng, stop_sequences)]
 
   def decode(self, ids: Sequence[int]) -> str:
     """SentencePiece's DecodeIds of `ids` up to EOS, as seqio decodes: bare "▁" pieces are spaces, extra ids

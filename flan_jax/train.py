@@ -262,7 +262,7 @@ def _checked_inputs(model: Any, model_dir: str, dataset: DatasetConfig, evaluati
   """(mixture to train on, held-out mixture or None, suite evaluator or None), every setting checked."""
   _import_modules(dataset.module)
   _check_inputs(dataset.mixture_or_task_name, dataset.mixture_components,
-                evaluation.mixture_or_task_name if evaluation.period else None, evaluation.mixture_components)
+                (evaluation.mixture_or_task_name or "") if evaluation.period else None, evaluation.mixture_components)
   mixture = _resolve_mixture(dataset.mixture_or_task_name, dataset.mixture_components, dataset.only_available,
                              "MIXTURE_OR_TASK_NAME", "utils.DatasetConfig.mixture_components")
   eval_mixture = None
@@ -304,16 +304,13 @@ def _check_inputs(name: str, components: Sequence[tuple[str, float]] | None, eva
 def _resolve_mixture(name: str, components: Sequence[tuple[str, float]] | None, only_available: bool,
                      binding: str, components_binding: str) -> str:
   """Registers `components` as `name` (each left to its present tasks with `only_available`) and returns the
-  name to train on: `name`, or its present-tasks copy; unknown names or missing data fail naming the binding."""
+  name to train on: `name`, or its present-tasks copy; missing data fails naming the binding. (`_check_inputs`
+  has checked every name.)"""
   from flan_jax.data import availability, input_pipeline
   if components:
-    resolved = []
-    for component, rate in components:
-      input_pipeline.check_mixture(str(component), f"{components_binding} component")
-      resolved.append((availability.resolve(str(component), only_available, components_binding), rate))
-    components = resolved
+    components = [(availability.resolve(str(component), only_available, components_binding), rate)
+                  for component, rate in components]
   input_pipeline.register_mixture(name, components, components_binding)
-  input_pipeline.check_mixture(name, binding)
   return availability.resolve(name, only_available, binding)
 
 

@@ -10,6 +10,7 @@ its model name under `train/` (or `eval/` for the held-out mixture).
 """
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import itertools
@@ -31,15 +32,16 @@ class StepInfo:
   seconds: float     # wall time of this step (time the hooks that pause the clock took is left out)
 
 
-class Hook:
+class Hook(abc.ABC):
   every: int = 1
   pauses_clock: bool = False
 
   def due(self, step: int) -> bool:
     return self.every > 0 and step % self.every == 0
 
+  @abc.abstractmethod
   def __call__(self, info: StepInfo) -> None:
-    raise NotImplementedError
+    """After a step whose number is a multiple of `every`."""
 
   def end(self, info: StepInfo) -> None:
     """After the last step (also when a signal stopped the run early)."""

@@ -78,7 +78,7 @@ def with_available_tasks(name: str):
   resolved = availability.resolve(name, only_available=True)
   if resolved == name:
     return provider, []
-  return lookup(resolved), [s.task for s in availability.diagnose(name) if not s.present]
+  return lookup(resolved), sorted(set(mixing.leaves(name)) - set(mixing.leaves(resolved)))
 
 
 def iter_examples(name: str, n: int | None, split: str = "train", shuffle: bool = False,
