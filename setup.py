@@ -13,12 +13,14 @@ INSTALL_REQUIRES = [
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "gin-config==0.5.0",
-    "clu==0.0.12",
     "sentencepiece==0.2.3",
+    # The training input: checkpointable iterators over a random-access source, worker processes.
+    "grain==0.2.18",
+    # Training metrics' event files, written without TensorFlow (flan_jax/metrics_writer.py).
+    "tensorboard",
     # `flan-jax plot`.
     "matplotlib",
-    # Imported by clu / tfds without being declared by them.
-    "tensorboard",
+    # Imported by tfds and others without being declared by them.
     "importlib_resources",
     "jinja2",
     "pyyaml",

@@ -3,22 +3,23 @@
   python benchmarks/data_pipeline.py [--mixture cot_submix] [--engine train|seqio] [--lengths 2048/512] [-n MAX]
   python benchmarks/data_pipeline.py --mixture flan2022_submix --mock [-n 100000]
 
-`--engine train` (default) is what `flan-jax train` reads: the mixture's tasks whose data is present, one epoch
-(`-n` stops earlier), sampled by rate, rendered and tokenized in Python (`flan_jax.data.streaming`), FFD-packed and
-laid out as the encoder-decoder batches of `--batch_size` rows (`flan_jax.data.host_batches`). It runs with
-$FLAN_JAX_SEQIO=0 unless that is set: tasks are registered in the plain catalog only, so the process never imports
-seqio or TensorFlow and its memory is the pipeline's own (set FLAN_JAX_SEQIO=1 to measure it beside them, as in
-the training process). `--engine seqio` reads the same through `seqio.get_dataset` with our tf.data feature
-converter (pack='ffd'), the path a T5X user's code takes, for comparison. Examples are counted as packed segments.
+`--engine train` (default) is what `flan-jax train` reads on one host: the mixture's tasks whose data is present, one
+epoch (`-n` stops earlier), mixed by rate, rendered, tokenized and FFD-packed into encoder-decoder batches of
+`--batch_size` rows by `--workers` grain processes (`flan_jax.data.pipeline`). It runs with $FLAN_JAX_SEQIO=0 unless
+that is set: tasks are registered in the plain catalog only, so no process imports seqio or TensorFlow (set
+FLAN_JAX_SEQIO=1 to measure beside them, as in a training process that also holds seqio). `--engine seqio` reads the
+same through `seqio.get_dataset` with our tf.data feature converter (pack='ffd'), the path a T5X user's code takes,
+for comparison. Examples are counted as packed segments.
 
 `--mock` serves the TFDS-backed families (Muffin, T0-SF, Dialog) and the NIv2 tasks whose files the data dir lacks
 from mock rows (`flan_jax.data.mock_sources`), so mixtures that need them (flan2022_submix) run offline; CoT and the
 NIv2 task files that are there are read from the data dir.
 
-Prints: time to import and register the tasks; examples/s and tokens/s (wall and per CPU-second); peak RSS and
-private RSS (RssAnon) as the run goes, so growth with the mixture shows; packed rows against the lower bound
-max(sum input tokens / input length, sum target tokens / target length) and against seqio's greedy packer on the
-same examples.
+Prints: the load average at start (NOT COMPARABLE above 0.6) and end; time to import and register the tasks;
+examples/s and tokens/s (wall and per CPU-second of all processes); RSS and PSS summed over the process and its
+workers as the run goes; packed rows against the lower bound max(sum input tokens / input length, sum target tokens /
+target length) and against seqio's greedy packer on the same examples; and what restoring the input state costs
+after `--restore_batches` batches and 100x further along.
 """
 from __future__ import annotations
 
@@ -78,22 +79,22 @@ def mock_absent(enabled: bool, num_rows: int):
     yield
 
 
-def train_batches(mixture: str, lengths, seed: int, batch_size: int, engine: str, stream_sizes: list):
-  """Packed encoder-decoder batches of one epoch of `mixture`'s present tasks, as numpy. The train engine appends
-  the (inputs, targets) lengths of the examples, in stream order, to `stream_sizes`."""
-  from flan_jax.data import availability, host_batches, streaming  # pylint: disable=import-outside-toplevel
+def input_config(mixture: str, lengths, seed: int, batch_size: int):
+  from flan_jax.data import availability, input_pipeline  # pylint: disable=import-outside-toplevel
   name = availability.resolve(mixture, only_available=True)  # absent tasks are left out, said in one line
-  if engine == "train":
+  return input_pipeline.InputConfig(name, dict(lengths), batch_size, seed=seed, num_epochs=1)
 
-    def tapped(chunks):
-      for chunk in chunks:
-        stream_sizes.append(np.stack([chunk["inputs"][1], chunk["targets"][1]], axis=1))
-        yield chunk
 
-    examples = streaming.mixture_examples(name, streaming.StreamConfig(dict(lengths), seed=seed, num_epochs=1))
-    # What `feature_converters.EncDecFeatureConverter(pack="ffd")` configures for `flan-jax train`.
-    config = host_batches.BatchConfig("encoder_decoder", "ffd", dict(lengths), batch_size)
-    return host_batches.batches(tapped(examples), config)
+def train_iterator(config, workers: int):
+  """What `flan-jax train` reads on one host: one epoch of the present tasks through grain, FFD-packed
+  encoder-decoder batches (`feature_converters.get_feature_converter(pack='ffd')`)."""
+  from flan_jax import data_layout  # pylint: disable=import-outside-toplevel
+  from flan_jax.data import host_batches, input_pipeline  # pylint: disable=import-outside-toplevel
+  shard = data_layout.HostDataLayout.even(0, 1, config.batch_size)
+  return input_pipeline.host_iterator(config, host_batches.InputLayout(pack="ffd"), shard, workers=workers)
+
+
+def seqio_batches(name: str, lengths, seed: int, batch_size: int):
   import seqio  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from flan_jax.data import feature_converters  # pylint: disable=import-outside-toplevel
@@ -103,6 +104,35 @@ def train_batches(mixture: str, lengths, seed: int, batch_size: int, engine: str
   options = tf.data.Options()
   options.deterministic = True
   return ds.with_options(options).batch(batch_size).as_numpy_iterator()
+
+
+def process_memory_mb() -> tuple[float, float]:
+  """(RSS, PSS) summed over this process and its children (grain's workers): PSS splits shared pages between the
+  processes that map them, so it does not count a shared library once per worker."""
+  total_rss = total_pss = 0.0
+  for pid in [os.getpid()] + children(os.getpid()):
+    try:
+      with open(f"/proc/{pid}/smaps_rollup") as f:
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in f if line.split()[0].endswith(":")
+                  and line.split()[1].isdigit()}
+    except OSError:
+      continue  # ended meanwhile
+    total_rss += fields.get("Rss", 0) / 1024
+    total_pss += fields.get("Pss", 0) / 1024
+  return total_rss, total_pss
+
+
+def children(pid: int) -> list[int]:
+  out = []
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry))
+      except (OSError, IndexError, ValueError):
+        continue
+  return out
 
 
 def segment_lengths(segment_ids: np.ndarray) -> np.ndarray:
@@ -116,40 +146,87 @@ def segment_lengths(segment_ids: np.ndarray) -> np.ndarray:
 def run(args, lengths) -> None:
   examples = tokens = rows = 0
   sizes: list[np.ndarray] = []  # per packed example, in row order
-  stream_sizes: list[np.ndarray] = []  # per example, in stream order (train engine)
   trace: list[tuple[int, float, float]] = []
+  peak = (0.0, 0.0)
+  config = input_config(args.mixture, lengths, args.seed, args.batch_size)
   start, cpu_start = time.perf_counter(), time.process_time()
-  for batch in train_batches(args.mixture, lengths, args.seed, args.batch_size, args.engine, stream_sizes):
+  it = train_iterator(config, args.workers) if args.engine == "train" else seqio_batches(
+      config.mixture_or_task_name, lengths, args.seed, args.batch_size)
+  for batch in it:
     enc, dec = batch["encoder_segment_ids"], batch["decoder_segment_ids"]
     sizes.append(np.stack([segment_lengths(enc), segment_lengths(dec)], axis=1))
     examples += len(sizes[-1])
     tokens += int((enc > 0).sum() + (dec > 0).sum())
     rows += len(enc)
     if len(trace) < examples // args.trace_every:
-      trace.append((examples, rss_mb(), rss_mb("RssAnon")))
+      trace.append((examples, *process_memory_mb()))
+      peak = max(peak, trace[-1][1:])
     if args.n is not None and examples >= args.n:
       break
-  wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+  wall = time.perf_counter() - start
+  cpu = time.process_time() - cpu_start + children_cpu_seconds()
+  peak = max(peak, process_memory_mb())
+  if args.engine == "train":
+    it.close()
   print(f"engine {args.engine}: {examples:,} examples in {rows:,} rows of {args.lengths}, {tokens:,} tokens "
-        f"(batches of {args.batch_size} rows)")
-  print(f"wall {wall:.1f} s: {examples / wall:,.0f} examples/s, {tokens / wall:,.0f} tokens/s; CPU {cpu:.1f} s: "
-        f"{examples / cpu:,.0f} examples per CPU-second (load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} cores)")
+        f"(batches of {args.batch_size} rows{f', {args.workers} grain workers' if args.engine == 'train' else ''})")
+  print(f"wall {wall:.1f} s: {examples / wall:,.0f} examples/s, {tokens / wall:,.0f} tokens/s; CPU {cpu:.1f} s "
+        f"(this process and its workers): {examples / cpu:,.0f} examples per CPU-second")
   print(f"TensorFlow imported in this process: {'yes' if 'tensorflow' in sys.modules else 'no'}")
-  print(f"peak RSS {peak_rss_mb():,.0f} MB; RSS/RssAnon by examples read: "
-        + ", ".join(f"{n:,}: {r:,.0f}/{a:,.0f}" for n, r, a in trace + [(examples, rss_mb(), rss_mb("RssAnon"))]))
+  print(f"memory summed over this process and its workers, peak RSS {peak[0]:,.0f} MB, PSS {peak[1]:,.0f} MB; "
+        "RSS/PSS by examples read: " + ", ".join(f"{n:,}: {r:,.0f}/{q:,.0f}" for n, r, q in trace))
   every = np.concatenate(sizes) if sizes else np.zeros([0, 2], np.int64)
-  cap = list(lengths.values())
   bound = packing.lower_bound_rows({"inputs": int(every[:, 0].sum()), "targets": int(every[:, 1].sum())}, lengths)
-  # seqio's greedy packer on the same examples, in stream order (the seqio engine only has them in row order, which
-  # flatters greedy: neighbours there already fit together).
-  order = "stream order" if stream_sizes else "row order"
-  in_order = np.concatenate(stream_sizes)[:len(every)] if stream_sizes else every
-  greedy = packing.greedy_row_count(in_order, cap)
-  fill = [every[:, k].sum() / max(rows * cap[k], 1) for k in range(2)]
+  # seqio's greedy packer on the same examples in row order (which flatters greedy: neighbours there already fit).
+  greedy = packing.greedy_row_count(every, list(lengths.values()))
+  fill = [every[:, k].sum() / max(rows * cap, 1) for k, cap in enumerate(lengths.values())]
   print(f"packed rows: ffd {rows:,} ({rows / max(bound, 1) - 1:+.2%} vs bound {bound:,}; the last partial batch "
-        f"is dropped), seqio greedy on the same examples in {order} {greedy:,} ({greedy / max(bound, 1) - 1:+.2%}); "
+        f"is dropped), seqio greedy on the same examples in row order {greedy:,} ({greedy / max(bound, 1) - 1:+.2%}); "
         f"fill inputs {fill[0]:.1%}, targets {fill[1]:.1%}")
+  if args.engine == "train":
+    restore_cost(config, args.workers, args.restore_batches)
+
+
+def children_cpu_seconds() -> float:
+  """CPU seconds of this process's running children (grain's workers) so far."""
+  total = 0
+  for pid in children(os.getpid()):
+    try:
+      with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      total += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+      continue
+  return total / os.sysconf("SC_CLK_TCK")
+
+
+def restore_cost(config, workers: int, batches: int) -> None:
+  """The input's state after `batches` batches, restored into a fresh iterator (the batch after it checked against
+  the uninterrupted run's), then a state 100x further along: restoring costs one block either way."""
+  it = train_iterator(config, workers)
+  for _ in range(batches):
+    next(it)
+  state = it.state()
+  want = next(it)
+  it.close()
+  far = dict(state, block=(state["block"] + 1) * 100)
+  for label, s, check in (("near", state, want), ("100x further", far, None)):
+    fresh = train_iterator(config, workers)
+    t0 = time.perf_counter()
+    fresh.restore(s)
+    t1 = time.perf_counter()
+    got = next(fresh)
+    t2 = time.perf_counter()
+    fresh.close()
+    same = "" if check is None else (", the same batch as the uninterrupted run" if all(
+        np.array_equal(got[k], check[k]) for k in check) else ", NOT THE SAME BATCH as the uninterrupted run")
+    print(f"restore {label} (block {s['block']:,}, row {s['row']:,}): set_state {1e3 * (t1 - t0):.2f} ms, first "
+          f"batch after it {t2 - t1:.2f} s{same}")
+  fresh = train_iterator(config, workers)
+  t0 = time.perf_counter()
+  next(fresh)
+  print(f"a fresh start's first batch: {time.perf_counter() - t0:.2f} s (one block computed in each case)")
+  fresh.close()
 
 
 def main(argv=None) -> int:
@@ -165,6 +242,8 @@ def main(argv=None) -> int:
   parser.add_argument("--mock_rows", type=int, default=200, help="mock rows per TFDS dataset or NIv2 task")
   parser.add_argument("--trace_every", type=int, default=20000, help="examples between RSS samples")
   parser.add_argument("-n", type=int, default=None, help="stop after this many examples (default: one epoch)")
+  parser.add_argument("--workers", type=int, default=2, help="grain worker processes (train engine)")
+  parser.add_argument("--restore_batches", type=int, default=100, help="batches read before the state is taken")
   args = parser.parse_args(argv)
   if args.data_dir:
     data_dir_lib.set_data_dir(args.data_dir)
@@ -182,10 +261,14 @@ def main(argv=None) -> int:
         f"{'with seqio' if registry.registers_with_seqio() else 'in the plain catalog (FLAN_JAX_SEQIO=0)'} in "
         f"{registered - imported:.1f} s; RSS after {rss_mb():,.0f} MB, of which private (RssAnon) "
         f"{rss_mb('RssAnon'):,.0f} MB", flush=True)
+  load = os.getloadavg()[0]
+  print(f"load average at start {load:.2f} on {os.cpu_count()} cores"
+        + ("  NOT COMPARABLE (above 0.6: run through ../shared/tools/quiet)" if load > 0.6 else ""), flush=True)
   with mock_absent(args.mock, args.mock_rows):
     run(args, lengths)
+  print(f"load average at end {os.getloadavg()[0]:.2f}")
   return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # grain's workers start by spawn and import this file: nothing may run at import
   sys.exit(main())

@@ -1,84 +1,134 @@
-"""Greedy decoding speed: flan_jax (one jitted while_loop with a KV cache) vs Hugging Face `generate` (PyTorch CPU).
+"""Greedy decoding speed: flan_jax (one jitted while_loop with a KV cache) vs Hugging Face `generate` (PyTorch CPU),
+and how much of the machine's memory bandwidth flan_jax's decoder weight reads reach.
 
-Flan-T5-small shapes (random weights), batch 8, 512-token inputs, exactly 128 new tokens (EOS disabled on both
-sides), in one run on the same machine. Prints new tokens per second for each and the ratio.
+Flan-T5-small shapes (random weights), 512-token inputs, exactly --new_tokens new tokens (EOS disabled on both
+sides), at each batch size of --batches (8 and 1). It follows benchmarks/protocol.py: the load average at start and
+end, one thread per core on both sides, and per batch size one warm-up call of each side, then --rounds rounds of
+flan_jax and HF alternately, each printing new tokens/s, then the medians and the median and spread of the per-round
+ratios flan_jax/HF.
 
-  python benchmarks/decode.py [--batch 8] [--input_len 512] [--new_tokens 128] [--repeats 3]
+Memory bandwidth: numpy copying a 256 MiB array (one thread, best of 3), counted as bytes read + written per second.
+A greedy step at small batch reads every weight it uses once, so flan_jax's weight bytes/s = decoder weight bytes
+per step x steps/s is printed as a fraction of that bandwidth. Counted per step from the param tree: every parameter
+under `decoder` (its layers, final norm, relative-position bias and the untied LM head `logits_dense`) except the
+cross-attention key/value kernels (flan_jax projects the encoder output through them once per call, before the
+loop), plus the `batch` rows of the shared token embedding that the step gathers. steps/s is new_tokens / the
+call's time, which includes the encoder pass, so the fraction is a lower bound.
+
+  ../shared/tools/quiet -- python benchmarks/decode.py [--batches 8,1] [--input_len 512] [--new_tokens 128]
+                                                       [--rounds 4] [--dtype float32]
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-import jax
 import numpy as np
 
+import protocol
 
-def bench_jax(args, input_ids: np.ndarray) -> float:
-  from flan_jax import inference
-  from flan_jax.models import model as model_lib
-  from flan_jax.models.t5 import T5Config
+protocol.use_cores(protocol.cores())  # before jax is imported (here or by a library): XLA reads it when it starts
 
-  model = model_lib.EncoderDecoderModel(T5Config(dtype=args.dtype))  # the defaults are Flan-T5-small's
+import jax  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from flan_jax import inference  # noqa: E402
+from flan_jax.models import model as model_lib  # noqa: E402
+from flan_jax.models.t5 import T5Config  # noqa: E402
+
+
+def input_ids(batch: int, length: int) -> np.ndarray:
+  ids = np.random.RandomState(0).randint(2, 32000, size=(batch, length)).astype(np.int32)
+  ids[:, -1] = 1  # EOS ends every input
+  return ids
+
+
+def build_flan_jax(dtype: str) -> tuple[model_lib.EncoderDecoderModel, dict]:
+  model = model_lib.EncoderDecoderModel(T5Config(dtype=dtype))  # the defaults are Flan-T5-small's
   shapes = {k: (1, 8) for k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
-  params = model.init_variables(jax.random.PRNGKey(0), shapes)
-  config = inference.DecodeConfig("greedy", args.new_tokens, eos_id=-1)
-  batch = {"encoder_input_tokens": input_ids}
-  start = time.perf_counter()
-  tokens, _ = inference.predict_batch(model, params, batch, config)
-  print(f"flan_jax: first call (compile + run) {time.perf_counter() - start:.1f}s")
-  assert tokens.shape == (args.batch, 1, args.new_tokens)
-  best = float("inf")
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    inference.predict_batch(model, params, batch, config)
-    best = min(best, time.perf_counter() - start)
-  return args.batch * args.new_tokens / best
+  return model, model.init_variables(jax.random.PRNGKey(0), shapes)
 
 
-def bench_hf(args, input_ids: np.ndarray) -> float:
-  import torch
-  import transformers
-
+def build_hf() -> transformers.T5ForConditionalGeneration:
   config = transformers.T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
                                  num_decoder_layers=8, num_heads=6, feed_forward_proj="gated-gelu",
                                  tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
                                  eos_token_id=1)
   torch.manual_seed(0)
-  model = transformers.T5ForConditionalGeneration(config).eval()
-  ids = torch.as_tensor(input_ids, dtype=torch.long)
-  kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, num_beams=1)
-  with torch.inference_mode():
-    model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-    best = float("inf")
-    for _ in range(args.repeats):
-      start = time.perf_counter()
-      out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-      best = min(best, time.perf_counter() - start)
-  assert out.shape[1] - 1 == args.new_tokens, out.shape
-  return args.batch * args.new_tokens / best
+  return transformers.T5ForConditionalGeneration(config).eval()
+
+
+def decoder_bytes_per_step(params: dict, batch: int) -> int:
+  """Weight bytes one greedy step reads (see the module docstring for what is counted)."""
+  total = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params["decoder"])[0]:
+    names = [key.key for key in path]
+    if "encoder_decoder_attention" in names and names[-2] in ("key", "value"):
+      continue
+    total += leaf.size * leaf.dtype.itemsize
+  embedding = params["token_embedder"]["embedding"]
+  return total + batch * embedding.shape[1] * embedding.dtype.itemsize
+
+
+def memcpy_bandwidth(mib: int = 256, repeats: int = 3) -> float:
+  """Bytes read + written per second by one numpy copy of a `mib` MiB array, best of `repeats`."""
+  src = np.ones(mib * 2**20 // 8)
+  dst = np.empty_like(src)
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    np.copyto(dst, src)
+    best = min(best, time.perf_counter() - start)
+  return 2 * src.nbytes / best
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--batches", default="8,1", help="comma-separated batch sizes, each compared in its own rounds")
   parser.add_argument("--input_len", type=int, default=512)
   parser.add_argument("--new_tokens", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--dtype", default="float32")
-  parser.add_argument("--skip_hf", action="store_true")
+  parser.add_argument("--rounds", type=int, default=4)
+  parser.add_argument("--dtype", default="float32", help="flan_jax's activation dtype (HF runs float32)")
   args = parser.parse_args()
-  rng = np.random.RandomState(0)
-  input_ids = rng.randint(2, 32000, size=(args.batch, args.input_len)).astype(np.int32)
-  input_ids[:, -1] = 1  # EOS ends every input
-  print(f"devices: {jax.devices()}; batch {args.batch}, {args.input_len}-token inputs, {args.new_tokens} new "
-        f"tokens, Flan-T5-small shapes")
-  ours = bench_jax(args, input_ids)
-  print(f"flan_jax greedy: {ours:.1f} new tokens/s")
-  if not args.skip_hf:
-    hf = bench_hf(args, input_ids)
-    print(f"HF generate (PyTorch CPU): {hf:.1f} new tokens/s")
-    print(f"speedup: {ours / hf:.2f}x")
+  batches = [int(b) for b in args.batches.split(",")]
+
+  cores = protocol.cores()
+  comparable = protocol.header(cores)
+  torch_count = protocol.torch_threads(cores)
+  print(f"devices: {jax.devices()}; {args.input_len}-token inputs, {args.new_tokens} new tokens, Flan-T5-small "
+        f"shapes, batches {batches}")
+  protocol.print_threads(torch_count)
+  model, params = build_flan_jax(args.dtype)
+  hf_model = build_hf()
+  config = inference.DecodeConfig("greedy", args.new_tokens, eos_id=-1)
+  hf_kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, num_beams=1)
+  bandwidth = memcpy_bandwidth()
+  print(f"memcpy bandwidth (numpy, 256 MiB, one thread, best of 3): {bandwidth / 1e9:.2f} GB/s read + written")
+
+  for batch in batches:
+    ids = input_ids(batch, args.input_len)
+    ids_torch = torch.as_tensor(ids, dtype=torch.long)
+
+    def flan_jax_decode():
+      tokens, _ = inference.predict_batch(model, params, {"encoder_input_tokens": ids}, config)
+      assert tokens.shape == (batch, 1, args.new_tokens), tokens.shape
+
+    def hf_generate():
+      with torch.inference_mode():
+        out = hf_model.generate(ids_torch, attention_mask=torch.ones_like(ids_torch), **hf_kwargs)
+      assert out.shape[1] - 1 == args.new_tokens, out.shape
+
+    print(f"\nbatch {batch}:")
+    new_tokens = batch * args.new_tokens
+    figures = protocol.interleaved({"flan_jax": protocol.rate(flan_jax_decode, new_tokens),
+                                    "hf": protocol.rate(hf_generate, new_tokens)}, args.rounds, "new tokens/s")
+    result = protocol.summary(figures, "flan_jax", "hf", "new tokens/s")
+    weight_bytes, steps_per_s = decoder_bytes_per_step(params, batch), result.median_a / batch
+    achieved = weight_bytes * steps_per_s
+    print(f"flan_jax weight reads: {weight_bytes / 1e6:.1f} MB/step x {steps_per_s:.1f} steps/s = "
+          f"{achieved / 1e9:.2f} GB/s = {achieved / bandwidth:.2f} of the memcpy bandwidth")
+  protocol.footer(comparable)
 
 
 if __name__ == "__main__":

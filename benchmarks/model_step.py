@@ -1,13 +1,16 @@
 """Forward and forward+backward time and achieved GFLOP/s of a model config on this machine.
 
-  python benchmarks/model_step.py                       # Flan-T5 small, batch 8 x (512 inputs, 128 targets)
-  python benchmarks/model_step.py --gin_file=models/flan_t5_tiny.gin --batch 4 --repeats 5
-  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/model_step.py   # compare XLA variants
+  ../shared/tools/quiet -- python benchmarks/model_step.py       # Flan-T5 small, batch 8 x (512 inputs, 128 targets)
+  ../shared/tools/quiet -- python benchmarks/model_step.py --gin_file=models/flan_t5_tiny.gin --batch 4 --repeats 5
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= ../shared/tools/quiet -- python benchmarks/model_step.py
 
 FLOPs and bytes accessed are XLA's own counts for the compiled computation (`cost_analysis`), so the figures are
 what the compiled program does, not analytic estimates; the analytic 2*N*tokens (forward) is printed alongside.
 On a shared machine wall time drifts with the load: the process CPU seconds per call are printed too, and the
-byte count (independent of the load) shows how much memory traffic a model change saves.
+byte count (independent of the load) shows how much memory traffic a model change saves. As benchmarks/protocol.py
+sets out, the load average is printed at start (NOT COMPARABLE above 0.3 per core) and end, and XLA gets one
+intra-op thread per core unless $PJRT_NPROC says otherwise; each call is timed after a warm-up call, and the median
+of --repeats (at least 3) is printed.
 """
 from __future__ import annotations
 
@@ -16,12 +19,17 @@ import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from flan_jax.models import model as model_lib
-from flan_jax.models.t5 import T5Config
+import protocol
+
+protocol.use_cores(protocol.cores())  # before jax is imported: XLA reads it when it starts
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from flan_jax.models import model as model_lib  # noqa: E402
+from flan_jax.models.t5 import T5Config  # noqa: E402
 
 SMALL = T5Config(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_layers=8, num_decoder_layers=8,
                  head_dim=64, mlp_dim=1024)
@@ -76,6 +84,9 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--dtype", default=None, help="activation dtype override, e.g. bfloat16")
   args = p.parse_args(argv)
+  if args.repeats < protocol.MIN_ROUNDS:
+    p.error(f"--repeats {args.repeats}: at least {protocol.MIN_ROUNDS}")
+  comparable = protocol.header(protocol.cores())
   if args.gin_file:
     from flan_jax.gin_utils import REPO_GIN_DIR
     path = args.gin_file if os.path.exists(args.gin_file) else str(REPO_GIN_DIR / args.gin_file)
@@ -93,7 +104,8 @@ def main(argv=None) -> int:
   shapes = {k: v.shape for k, v in batch.items()}
   params = model.init_variables(jax.random.PRNGKey(0), shapes)
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
-  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}  XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
+  protocol.print_threads(None)
   print(f"model: {n_params / 1e6:.1f}M params, dtype {cfg.dtype}; batch {args.batch} x ({args.inputs} inputs, "
         f"{args.targets} targets)")
   fwd = lambda p, b: model.loss_fn(p, b, None)[0]
@@ -106,6 +118,7 @@ def main(argv=None) -> int:
           f"{nbytes / 1e9:.2f} GB accessed")
   print(f"analytic forward ~2*N*tokens = {2 * n_params * tokens / 1e9:.1f} GFLOP (ignores attention, counts the "
         "embedding)")
+  protocol.footer(comparable)
   return 0
 
 

@@ -2,26 +2,26 @@
 output) vs Hugging Face forward passes over every (prompt, option) pair, on the same model.
 
 The model is Flan-T5-small shaped with random weights, exported by `flan-jax convert`'s writer so both sides hold the
-same parameters. The prompts are MMLU direct (5-shot) from the data dir, A/B/C/D options, EOS scored. The two sides
-run alternately (A B A B ...) with the same thread count, and each round prints prompts per second. The script
-reports medians and the per-round ratios, and checks that both sides give the same scores.
+same parameters. The prompts are MMLU direct (5-shot) from the data dir, A/B/C/D options, EOS scored. It follows
+benchmarks/protocol.py: the load average at start and end, one thread per core on both sides, one warm-up call of
+each side (the compiles), then --rounds rounds of flan_jax and HF alternately, each printing prompts per second, then
+the medians and the median and spread of the per-round ratios flan_jax/HF. It checks that the last round's scores
+of both sides agree.
 
-  ../shared/tools/quiet -- python benchmarks/score.py [--prompts 32] [--rounds 3] [--batch 8]
+  ../shared/tools/quiet -- python benchmarks/score.py [--prompts 32] [--rounds 4] [--batch 8]
 """
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import tempfile
-import time
 
-import jax
 import numpy as np
 
+import protocol
 
-def load_average() -> float:
-  return os.getloadavg()[0]
+protocol.use_cores(protocol.cores())  # before jax is imported (here or by a library): XLA reads it when it starts
+
+import jax  # noqa: E402
 
 
 def prompts_and_options(n: int) -> tuple[list[str], list[list[str]]]:
@@ -83,15 +83,14 @@ class HfScorer:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--prompts", type=int, default=32)
-  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--rounds", type=int, default=4)
   parser.add_argument("--batch", type=int, default=8, help="prompts per flan_jax call; pairs per HF forward")
   args = parser.parse_args()
-  import torch
-  threads = os.cpu_count() or 1
-  torch.set_num_threads(threads)
-  start_load = load_average()
-  print(f"load average at start: {start_load:.2f} on {threads} cores"
-        + ("  NOT COMPARABLE (above 0.6)" if start_load > 0.6 else ""))
+  cores = protocol.cores()
+  comparable = protocol.header(cores)
+  torch_count = protocol.torch_threads(cores)
+  jax.devices()  # starts XLA's thread pool, so that it can be counted
+  protocol.print_threads(torch_count)
 
   from flan_jax import inference
   prompts, options = prompts_and_options(args.prompts)
@@ -99,26 +98,22 @@ def main() -> None:
     model, params, hf_model = build_models(directory)
   predictor = inference.Predictor(model, params, batch_size=args.batch, max_input_length=2048)
   hf = HfScorer(hf_model, predictor.vocab, args.batch)
-  ours = predictor.rank_classification(prompts, options)[1]  # compiles every shape once
-  theirs = hf.scores(prompts, options)
-  diff = float(np.max(np.abs(np.asarray(ours) - np.asarray(theirs))))
-  print(f"{len(prompts)} MMLU prompts x 4 options; max |score difference| {diff:.2e}")
+  print(f"{len(prompts)} MMLU prompts x 4 options")
 
-  sides = {"flan_jax": lambda: predictor.rank_classification(prompts, options),
-           "hf": lambda: hf.scores(prompts, options)}
-  rates: dict[str, list[float]] = {name: [] for name in sides}
-  for round_index in range(args.rounds):
-    for name, run in sides.items():
-      t = time.perf_counter()
-      run()
-      rates[name].append(len(prompts) / (time.perf_counter() - t))
-    print(f"round {round_index + 1}: flan_jax {rates['flan_jax'][-1]:.2f} prompts/s, hf {rates['hf'][-1]:.2f} "
-          f"prompts/s, ratio {rates['flan_jax'][-1] / rates['hf'][-1]:.2f}x")
-  ratios = [a / b for a, b in zip(rates["flan_jax"], rates["hf"])]
-  print(f"median: flan_jax {statistics.median(rates['flan_jax']):.2f} prompts/s, hf "
-        f"{statistics.median(rates['hf']):.2f} prompts/s; ratio median {statistics.median(ratios):.2f}x "
-        f"(spread {min(ratios):.2f}-{max(ratios):.2f}x)")
-  print(f"load average at end: {load_average():.2f}")
+  scores: dict[str, list[list[float]]] = {}  # each side's last scores, compared at the end
+
+  def flan_jax_scores():
+    scores["flan_jax"] = predictor.rank_classification(prompts, options)[1]
+
+  def hf_scores():
+    scores["hf"] = hf.scores(prompts, options)
+
+  figures = protocol.interleaved({"flan_jax": protocol.rate(flan_jax_scores, len(prompts)),
+                                  "hf": protocol.rate(hf_scores, len(prompts))}, args.rounds, "prompts/s")
+  protocol.summary(figures, "flan_jax", "hf", "prompts/s")
+  diff = float(np.max(np.abs(np.asarray(scores["flan_jax"]) - np.asarray(scores["hf"]))))
+  print(f"max |score difference| {diff:.2e}")
+  protocol.footer(comparable)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,49 @@
 """Train-step throughput: our jitted Flan-T5-small step vs the same step in HF transformers (PyTorch, eager).
 
-Batch 8 x (512 inputs + 128 targets), float32, Adafactor, one CPU process. Both run in this one process, one after
-the other, and a float32 GEMM of each framework is timed in the same run, so the printed ratios hold even though
-the machine's speed drifts. XLA:CPU options are taken from $XLA_FLAGS: run it once per setting to compare, e.g.
-  python benchmarks/train_throughput.py
-  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/train_throughput.py
+Batch 8 x (512 inputs + 128 targets), float32, Adafactor, one CPU process. It follows benchmarks/protocol.py: the
+load average at start and end, one thread per core on both sides, one warm-up call of each side, then --rounds
+rounds of jax and torch alternately (--steps train steps per side per round), each printing tokens/s, then the
+medians and the median and spread of the per-round ratios jax/torch. A float32 2048x2048 GEMM of each framework is
+timed the same way in the same run.
+
+MFU is printed against two peaks, both from XLA's FLOP count of our step (the torch step does the same math):
+- the GEMM peak: the median GEMM FLOP/s of the same framework, measured above;
+- the FMA peak: cores x GHz x fp32 SIMD lanes x 2 FLOPs per FMA x FMA units per core, with the clock from lscpu's
+  "CPU max MHz" (or /proc/cpuinfo's "cpu MHz" where lscpu gives no max), the lanes from the CPU flags (avx512f: 16,
+  avx2 + fma: 8, otherwise 4) and 2 FMA units per core assumed; the line prints each factor.
+
+XLA:CPU options come from $XLA_FLAGS: run it once per setting to compare, e.g.
+  ../shared/tools/quiet -- python benchmarks/train_throughput.py [--rounds 4] [--steps 2]
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= ../shared/tools/quiet -- python benchmarks/train_throughput.py
 """
 from __future__ import annotations
 
 import argparse
 import os
-import time
+import subprocess
+from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+import protocol
 
-def _timeit(fn, steps: int) -> float:
-  """Median seconds per call after one warm-up call."""
-  fn()
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
+protocol.use_cores(protocol.cores())  # before jax is imported (here or by a library): XLA reads it when it starts
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers.optimization import Adafactor  # noqa: E402
+
+from flan_jax import optimizers, partitioning, trainer as trainer_lib  # noqa: E402
+from flan_jax.checkpoints import hf  # noqa: E402
+from flan_jax.models.model import EncoderDecoderModel  # noqa: E402
+from flan_jax.models.t5 import T5Config  # noqa: E402
+
+FMA_UNITS_PER_CORE = 2  # recent x86 server cores; /proc/cpuinfo does not say
 
 
-def _batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.ndarray]:
+def make_batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
   tgt = rng.integers(2, vocab, (batch, targets)).astype(np.int32)
   return {"encoder_input_tokens": rng.integers(2, vocab, (batch, inputs)).astype(np.int32),
@@ -36,23 +51,50 @@ def _batch(batch: int, inputs: int, targets: int, vocab: int) -> dict[str, np.nd
           "decoder_target_tokens": tgt, "decoder_loss_weights": np.ones((batch, targets), np.float32)}
 
 
-def jax_gemm_flops(n: int = 2048) -> float:
+def cpu_max_mhz() -> tuple[float, str]:
+  """The clock the FMA peak assumes, and where it was read."""
+  lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+  for line in lscpu.splitlines():
+    if line.startswith("CPU max MHz:"):
+      return float(line.split(":")[1]), "lscpu CPU max MHz"
+  with open("/proc/cpuinfo") as f:
+    mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+  return max(mhz), "/proc/cpuinfo cpu MHz, lscpu gives no max"
+
+
+def fp32_fma_lanes() -> tuple[int, str]:
+  with open("/proc/cpuinfo") as f:
+    flags = next(set(line.split(":")[1].split()) for line in f if line.startswith("flags"))
+  if "avx512f" in flags:
+    return 16, "avx512f"
+  if {"avx2", "fma"} <= flags:
+    return 8, "avx2 + fma"
+  return 4, "no avx2/fma flags: SSE width"
+
+
+def fma_peak_flops(cores: int) -> float:
+  """cores x GHz x fp32 lanes x 2 FLOPs per FMA x FMA units per core; prints each factor."""
+  mhz, clock_source = cpu_max_mhz()
+  lanes, lanes_source = fp32_fma_lanes()
+  peak = cores * mhz * 1e6 * lanes * 2 * FMA_UNITS_PER_CORE
+  print(f"FMA peak: {cores} cores x {mhz / 1e3:.2f} GHz ({clock_source}) x {lanes} fp32 lanes ({lanes_source}) x 2 "
+        f"FLOPs per FMA x {FMA_UNITS_PER_CORE} FMA units per core (assumed) = {peak / 1e9:.1f} GFLOP/s")
+  return peak
+
+
+def jax_gemm(n: int) -> Callable[[], object]:
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
-  return 2 * n ** 3 / _timeit(lambda: f(a).block_until_ready(), 5)
+  return lambda: f(a).block_until_ready()
 
 
-def torch_gemm_flops(n: int = 2048) -> float:
-  import torch
+def torch_gemm(n: int) -> Callable[[], object]:
   a = torch.randn(n, n)
-  return 2 * n ** 3 / _timeit(lambda: a @ a, 5)
+  return lambda: a @ a
 
 
-def run_jax(config, batch: dict[str, np.ndarray], steps: int) -> tuple[float, float]:
-  """(seconds per step, XLA FLOP count per step) for our partitioned train step on one device."""
-  from flan_jax import optimizers, partitioning, trainer as trainer_lib
-  from flan_jax.models.model import EncoderDecoderModel
-
+def jax_train_step(config: T5Config, batch: dict[str, np.ndarray]) -> tuple[Callable[[], None], float]:
+  """Our partitioned train step on one device (its state carried from call to call), and XLA's FLOPs per step."""
   model = EncoderDecoderModel(config, z_loss=1e-4)
   part = partitioning.Partitioner(partitioning.PartitionerConfig(), jax.devices()[:1])
   opt = optimizers.Adafactor(optimizers.AdafactorConfig(), optimizers.constant_schedule(1e-3))
@@ -65,16 +107,10 @@ def run_jax(config, batch: dict[str, np.ndarray], steps: int) -> tuple[float, fl
     state["s"], metrics = tr.train_step(state["s"], device_batch)
     jax.block_until_ready(metrics["loss"])
 
-  return _timeit(step, steps), tr.step_flops() or float("nan")
+  return step, tr.step_flops() or float("nan")
 
 
-def run_torch(config, batch: dict[str, np.ndarray], steps: int) -> float:
-  import torch
-  import transformers
-  from transformers.optimization import Adafactor
-
-  from flan_jax.checkpoints import hf
-
+def torch_train_step(config: T5Config, batch: dict[str, np.ndarray]) -> Callable[[], None]:
   torch.manual_seed(0)
   model = transformers.T5ForConditionalGeneration(transformers.T5Config(**hf.t5_config_to_hf(config)))
   model.train()
@@ -89,38 +125,58 @@ def run_torch(config, batch: dict[str, np.ndarray], steps: int) -> float:
     out.loss.backward()
     opt.step()
 
-  return _timeit(step, steps)
+  return step
+
+
+def repeat(fn: Callable[[], None], times: int) -> Callable[[], None]:
+  def run():
+    for _ in range(times):
+      fn()
+  return run
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=4)
+  parser.add_argument("--steps", type=int, default=2, help="train steps per side per round")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--inputs", type=int, default=512)
   parser.add_argument("--targets", type=int, default=128)
-  parser.add_argument("--skip_torch", action="store_true")
+  parser.add_argument("--gemm", type=int, default=2048, help="side of the square float32 GEMM timed for the peak")
   args = parser.parse_args()
 
-  from flan_jax.models.t5 import T5Config
+  cores = protocol.cores()
+  comparable = protocol.header(cores)
+  torch_count = protocol.torch_threads(cores)
+  print(f"jax {jax.__version__}, torch {torch.__version__}; {jax.devices()}")
+  protocol.print_threads(torch_count)
+  fma_peak = fma_peak_flops(cores)
   config = T5Config(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_layers=8, num_decoder_layers=8,
                     head_dim=64, mlp_dim=1024, mlp_activations=("gelu", "linear"), dropout_rate=0.0)
-  batch = _batch(args.batch, args.inputs, args.targets, config.vocab_size)
+  batch = make_batch(args.batch, args.inputs, args.targets, config.vocab_size)
   tokens = args.batch * (args.inputs + args.targets)
-  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; jax {jax.__version__}; {os.cpu_count()} CPUs")
 
-  jax_peak = jax_gemm_flops()
-  jax_s, flops = run_jax(config, batch, args.steps)
-  print(f"jax:   {jax_s:.3f} s/step  {tokens / jax_s:8.1f} tokens/s  {flops / 1e9:.0f} GFLOP/step (XLA)  "
-        f"{flops / jax_s / 1e9:.1f} GFLOP/s = {flops / jax_s / jax_peak:.2f} of the jax GEMM peak "
-        f"{jax_peak / 1e9:.1f} GFLOP/s (MFU)")
-  if args.skip_torch:
-    return
-  torch_peak = torch_gemm_flops()
-  torch_s = run_torch(config, batch, args.steps)
-  print(f"torch: {torch_s:.3f} s/step  {tokens / torch_s:8.1f} tokens/s  "
-        f"{flops / torch_s / 1e9:.1f} GFLOP/s = {flops / torch_s / torch_peak:.2f} of the torch GEMM peak "
-        f"{torch_peak / 1e9:.1f} GFLOP/s")
-  print(f"ratio jax/torch (tokens/s): {torch_s / jax_s:.2f}x")
+  print(f"\nfloat32 {args.gemm}x{args.gemm} GEMM:")
+  gemm_gflop = 2 * args.gemm ** 3 / 1e9
+  gemm = protocol.interleaved({"jax": protocol.rate(jax_gemm(args.gemm), gemm_gflop),
+                               "torch": protocol.rate(torch_gemm(args.gemm), gemm_gflop)}, args.rounds, "GFLOP/s")
+  gemm_peak = protocol.summary(gemm, "jax", "torch", "GFLOP/s")
+
+  print(f"\ntrain step, batch {args.batch} x ({args.inputs} + {args.targets}), {args.steps} steps per side per round:")
+  jax_step, flops = jax_train_step(config, batch)
+  torch_step = torch_train_step(config, batch)
+  steps = protocol.interleaved({"jax": protocol.rate(repeat(jax_step, args.steps), args.steps * tokens),
+                                "torch": protocol.rate(repeat(torch_step, args.steps), args.steps * tokens)},
+                               args.rounds, "tokens/s")
+  result = protocol.summary(steps, "jax", "torch", "tokens/s")
+  print(f"XLA FLOPs per step: {flops / 1e9:.0f} GFLOP")
+  for name, tokens_per_s, framework_peak in (("jax", result.median_a, gemm_peak.median_a),
+                                             ("torch", result.median_b, gemm_peak.median_b)):
+    achieved = flops * tokens_per_s / tokens
+    print(f"{name}: {tokens / tokens_per_s:.3f} s/step, {achieved / 1e9:.1f} GFLOP/s = MFU "
+          f"{achieved / (framework_peak * 1e9):.2f} of the {name} GEMM peak ({framework_peak:.1f} GFLOP/s), "
+          f"{achieved / fma_peak:.2f} of the FMA peak ({fma_peak / 1e9:.1f} GFLOP/s)")
+  protocol.footer(comparable)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _guard_package_resource_lookup() -> None:
 def register_configurables() -> None:
   """Registers library classes and functions with gin once per process."""
   from flan_jax import optimizers, partitioning
-  from flan_jax.data import denoisers, feature_converters, text_sources, ul2r
+  from flan_jax.data import denoisers, host_batches, text_sources, ul2r
   from flan_jax.models import model as model_lib
   from flan_jax.models import t5, decoder_only
 
@@ -62,14 +62,15 @@ def register_configurables() -> None:
       (t5.T5Config, "models"), (model_lib.EncoderDecoderModel, "models"),
       (decoder_only.DecoderOnlyConfig, "models"), (model_lib.DecoderOnlyModel, "models"),
       (optimizers.AdafactorConfig, "optimizers"), (partitioning.PartitionerConfig, "partitioning"),
-      (feature_converters.EncDecFeatureConverter, "feature_converters"),
-      (feature_converters.PrefixLMFeatureConverter, "feature_converters"),
       (denoisers.DenoiserConfig, "ul2r"), (denoisers.DenoiserMixture, "ul2r"), (text_sources.TextFiles, "ul2r"),
       (text_sources.TfdsText, "ul2r"), (text_sources.TaskFields, "ul2r"),
   ]:
     gin.external_configurable(cls, module=module)
   gin.external_configurable(optimizers.make_schedule, module="optimizers")
-  gin.external_configurable(feature_converters.get_feature_converter, module="feature_converters")
+  # T5X's feature-converter names make the trainer's plain input layout, so configuring one imports no seqio.
+  gin.external_configurable(host_batches.get_feature_converter, module="feature_converters")
+  gin.external_configurable(host_batches.enc_dec_layout, "EncDecFeatureConverter", module="feature_converters")
+  gin.external_configurable(host_batches.prefix_lm_layout, "PrefixLMFeatureConverter", module="feature_converters")
   gin.external_configurable(ul2r.mixture_component, module="ul2r")
   from flan_jax import train_config  # T5X's `utils.DatasetConfig` and its siblings
   for cls in (train_config.DatasetConfig, train_config.CheckpointConfig, train_config.EvalConfig,

@@ -173,32 +173,57 @@ def tree_bytes_per_device(tree: Any, logical_axes: Any, rules, mesh: AbstractMes
   return per_device, total
 
 
+# Activations whose derivative autodiff takes from a saved intermediate (GELU's tanh, SiLU's sigmoid).
+_SAVES_INTERMEDIATE = ("gelu", "silu", "swish")
+
+
+def mlp_intermediates(activations: Sequence[str]) -> int:
+  """[len, mlp] tensors the MLP keeps for its backward pass besides the wi outputs and the product fed to wo:
+  each GELU or SiLU's intermediate, and in a gated MLP each non-linear branch's output (the other branch's
+  gradient is the incoming gradient times it)."""
+  gated = len(activations) > 1
+  return sum((a in _SAVES_INTERMEDIATE) + (gated and a != "linear") for a in activations)
+
+
+def heads_per_device(num_heads: int, head_dim: int, model_parallel: int) -> int:
+  """Attention heads one device computes. The q/k/v kernels are split over 'model' along `joined_kv` (heads x
+  head_dim) whenever that divides, even where the heads do not: XLA then splits the heads by the largest factor
+  of the model axis that divides them and gathers the rest of the head_dim split (6 heads on model=4: 3 each)."""
+  if (num_heads * head_dim) % model_parallel:
+    return num_heads
+  return num_heads // math.gcd(num_heads, model_parallel)
+
+
 def activation_elements(cfg: Any, inputs_len: int, targets_len: int, model_parallel: int) -> dict[str, int]:
   """Elements one sequence keeps for the backward pass, per T5 encoder-decoder layer kind and group.
 
   Per layer, with S the encoder and T the decoder length, E=emb_dim, D=head_dim, A=len(mlp_activations),
-  and H, M the heads and mlp width on one device (split over 'model' when they divide):
+  and H, M the heads (`heads_per_device`) and mlp width (split over 'model' when it divides) on one device:
     input:      the layer input, S*E (encoder) or T*E (decoder)
     projection: q, k, v and output projections and the MLP's wi (A of them) and wo outputs
-    attention:  attention logits and probabilities (H*len*len each) and the context H*D per position
-    elementwise: the RMSNorm outputs, the residual sum(s) and the gated MLP product
+    attention:  the attention probabilities (H*len*len) and the context H*D per position; not the logits:
+                `layers._attention`'s backward rebuilds the logits' gradient from the probabilities alone
+    elementwise: the RMSNorm outputs, the residual sum(s), the gated MLP product and the MLP's activation
+                intermediates (`mlp_intermediates`)
   The decoder's cross-attention projects the S encoder positions to keys and values in every layer.
+  (`benchmarks/sharding_cost.py` checks these counts against the buffers XLA keeps.)
   """
   E, D, A = cfg.emb_dim, cfg.head_dim, len(cfg.mlp_activations)
-  H = cfg.num_heads // model_parallel if cfg.num_heads % model_parallel == 0 else cfg.num_heads
+  X = mlp_intermediates(cfg.mlp_activations)
+  H = heads_per_device(cfg.num_heads, cfg.head_dim, model_parallel)
   M = cfg.mlp_dim // model_parallel if cfg.mlp_dim % model_parallel == 0 else cfg.mlp_dim
   S, T = inputs_len, targets_len
   enc = {
       "input": S * E,
       "projection": S * 3 * H * D + S * E + S * A * M + S * E,
-      "attention": 2 * H * S * S + S * H * D,
-      "elementwise": 2 * S * E + S * E + S * M,
+      "attention": H * S * S + S * H * D,
+      "elementwise": 2 * S * E + S * E + S * M + X * S * M,
   }
   dec = {
       "input": T * E,
       "projection": (T * 3 * H * D + T * E) + (T * H * D + 2 * S * H * D + T * E) + T * A * M + T * E,
-      "attention": (2 * H * T * T + T * H * D) + (2 * H * T * S + T * H * D),
-      "elementwise": 3 * T * E + 2 * T * E + T * M,
+      "attention": (H * T * T + T * H * D) + (H * T * S + T * H * D),
+      "elementwise": 3 * T * E + 2 * T * E + T * M + X * T * M,
   }
   return {f"encoder_{k}": v for k, v in enc.items()} | {f"decoder_{k}": v for k, v in dec.items()}
 

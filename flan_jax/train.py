@@ -120,17 +120,23 @@ def train(
 ) -> dict[str, float]:
   """Finetunes `model` on `dataset` until step `train_steps`; returns the run's summary (`_summary`)."""
   from flan_jax import data_layout, optimizers, partitioning, trainer as trainer_lib
-  from flan_jax.data import feature_converters, input_pipeline
+  from flan_jax.data import host_batches, input_pipeline
+  from flan_jax.data.pipeline import host_input
 
   # --- everything that can be wrong with the configuration fails here, before any compile
   mixture, eval_mixture, suite_evaluator = _checked_inputs(model, model_dir, dataset, evaluation, suite_evaluation)
   part = partitioning.Partitioner(partitioner or partitioning.PartitionerConfig())
   part.check_batch_size(dataset.batch_size, "BATCH_SIZE")
   shard = part.data_layout(dataset.batch_size)  # hosts of one data-parallel replica read the same rows
-  converter = feature_converter or feature_converters.get_feature_converter("encoder_decoder")
+  converter = feature_converter or host_batches.InputLayout()
   input_config = input_pipeline.InputConfig(mixture, dict(dataset.task_feature_lengths), dataset.batch_size,
                                             shuffle=dataset.shuffle, seed=random_seed, use_cached=dataset.use_cached)
-  host_it = input_pipeline.host_iterator(input_config, converter, shard, input_process=dataset.input_process)
+  host_it = input_pipeline.host_iterator(input_config, converter, shard, workers=dataset.input_workers)
+  eval_spec = None
+  if evaluation.period:
+    eval_spec = input_pipeline.input_spec(dataclasses.replace(
+        input_config, mixture_or_task_name=eval_mixture, split=evaluation.split, shuffle=False, num_epochs=1),
+        converter, shard)
   batch_shapes = {k: (dataset.batch_size, length) for k, length in host_it.feature_lengths.items()}
   schedule = optimizers.make_schedule(learning_rate_schedule, learning_rate, warmup_steps, train_steps)
   optimizer = optimizers.Adafactor(adafactor or optimizers.AdafactorConfig(), schedule)
@@ -165,9 +171,7 @@ def train(
     hooks = [loop.metrics_hook(log, part), train_hooks.CheckpointHook(loop.save, loop.ckpt.wait_until_finished,
                                                                        checkpoint.period)]
     if evaluation.period:
-      eval_config = dataclasses.replace(input_config, mixture_or_task_name=eval_mixture, split=evaluation.split,
-                                        shuffle=False, num_epochs=1)
-      batches = functools.partial(input_pipeline.host_batches_of, eval_config, converter, shard)
+      batches = functools.partial(host_input.HostBatches, eval_spec, {}, workers=0)
       hooks.append(train_hooks.EvalHook(train_hooks.teacher_forced(trainer, batches, evaluation.steps),
                                         loop.writer, evaluation.period))
     if suite_evaluator is not None:
@@ -189,7 +193,7 @@ class _Loop:
                run_lock):
     from flan_jax.checkpoints import manager
     from flan_jax.data import input_pipeline
-    from flan_jax.metrics_writer import MetricsWriter  # clu: TensorFlow, so only once a run starts
+    from flan_jax.metrics_writer import MetricsWriter
     self.trainer = trainer
     self.train_steps = train_steps
     self.ckpt = manager.Checkpointer(model_dir, max_to_keep=checkpoint.keep, async_save=True)

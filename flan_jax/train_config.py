@@ -16,8 +16,8 @@ class DatasetConfig:
   mixture_components: (task or mixture, rate) pairs registered as `mixture_or_task_name`.
   only_available: leave out the tasks whose data is absent (each component separately, so their rates keep their
     meaning), said in one line per part; off, a missing part fails before any compile, naming it.
-  input_process: render a mixture of Flan (and UL2R) tasks in a child process without seqio or TensorFlow (the same
-    batches).
+  input_workers: grain worker processes that render, tokenize and pack the input (0: in the training process); the
+    batches are the same for any number.
   """
   mixture_or_task_name: str
   task_feature_lengths: Mapping[str, int]
@@ -27,7 +27,7 @@ class DatasetConfig:
   shuffle: bool = True
   use_cached: bool = False
   only_available: bool = False
-  input_process: bool = True
+  input_workers: int = 2
 
 
 @dataclasses.dataclass(frozen=True)

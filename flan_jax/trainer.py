@@ -7,10 +7,12 @@ to the full batch's gradient.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Mapping
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
@@ -185,8 +187,16 @@ class Trainer:
     return dict(metrics, loss=loss, **_counts(batch))
 
   # ------------------------------------------------------------------------------------------- public
+  @contextlib.contextmanager
+  def scope(self):
+    """The mesh, and the partitioner's rules for the models' activation annotations (`layers.constrain`):
+    without them Flax drops the annotations and XLA picks activation shardings itself (with FSDP, whole-batch
+    all-reduces of activations)."""
+    with jax.set_mesh(self.partitioner.mesh), nn.logical_axis_rules(self.partitioner.rules):
+      yield
+
   def init_state(self, seed: int | None = None) -> train_state_lib.TrainState:
-    with jax.set_mesh(self.partitioner.mesh):
+    with self.scope():
       return self._init(jax.random.key(self.config.seed if seed is None else seed))
 
   def abstract_state_with_shardings(self) -> train_state_lib.TrainState:
@@ -198,11 +208,11 @@ class Trainer:
     return jax.tree.map(lambda x, s: jax.device_put(x, s), state, self.state_shardings)
 
   def train_step(self, state: train_state_lib.TrainState, batch: Mapping[str, jax.Array]):
-    with jax.set_mesh(self.partitioner.mesh):
+    with self.scope():
       return self._train_step(state, batch, self.dropout_key)
 
   def eval_step(self, params: Any, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    with jax.set_mesh(self.partitioner.mesh):
+    with self.scope():
       return self._eval_step(params, batch)
 
   def global_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -215,11 +225,12 @@ class Trainer:
 
   def step_flops(self) -> float | None:
     """XLA's FLOP count for one train step over the whole global batch (from the unpartitioned program)."""
-    lowered = self._train_step.lower(
-        self.abstract_state_with_shardings(),
-        {k: jax.ShapeDtypeStruct(s, self.batch_dtypes[k], sharding=self.batch_sharding)
-         for k, s in self.batch_shapes.items()},
-        self.dropout_key)
+    with self.scope():
+      lowered = self._train_step.lower(
+          self.abstract_state_with_shardings(),
+          {k: jax.ShapeDtypeStruct(s, self.batch_dtypes[k], sharding=self.batch_sharding)
+           for k, s in self.batch_shapes.items()},
+          self.dropout_key)
     try:
       cost = lowered.cost_analysis()
     except Exception:  # noqa: BLE001 - backends without cost analysis

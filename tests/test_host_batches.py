@@ -1,5 +1,5 @@
 """The numpy batches equal what the seqio feature converters make of the same examples, for every model type and
-packer; blocks and batches are cut where they should be."""
+packer, through the training input's blocks and batches; blocks and batches are cut where they should be."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from flan_jax.data import feature_converters, host_batches
+from flan_jax.data.pipeline import blocks, host_input, schedule, sources
 
 LENGTHS = {"inputs": 24, "targets": 10}
 
@@ -24,11 +25,18 @@ def _examples(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
   return out
 
 
-def _chunks(examples, size: int):
-  for start in range(0, len(examples), size):
-    part = examples[start:start + size]
-    yield {k: (np.concatenate([e[k] for e in part]), np.array([len(e[k]) for e in part], np.int64))
-           for k in ("inputs", "targets")}
+def _spec(examples, config: host_batches.BatchConfig) -> blocks.InputSpec:
+  """An input reading these examples once, in order (as the pipeline holds a seqio task's examples)."""
+  ragged = [(np.concatenate([e[k] for e in examples]), np.array([len(e[k]) for e in examples], np.int64))
+            for k in ("inputs", "targets")]
+  task = sources.SeqioExamples("examples", *ragged)
+  order = schedule.Schedule(("examples",), (len(examples),), seed=0, num_epochs=1)
+  return blocks.InputSpec({"examples": task}, order, config, seed=0, shuffle=False, split="train", data_dir="",
+                          tfds_data_dir="")
+
+
+def _batches(examples, config: host_batches.BatchConfig) -> list[dict[str, np.ndarray]]:
+  return list(host_input.HostBatches(_spec(examples, config), {}, workers=0))
 
 
 def _seqio_rows(converter, examples) -> list[dict[str, np.ndarray]]:
@@ -44,7 +52,7 @@ def test_rows_equal_the_seqio_converter(model, pack):
   converter = feature_converters.get_feature_converter(model, pack=pack, block_size=64)
   want = _seqio_rows(converter, examples)
   config = host_batches.config_from_converter(converter, LENGTHS, batch_size=1)
-  got = [{k: v[0] for k, v in b.items()} for b in host_batches.batches(_chunks(examples, 37), config)]
+  got = [{k: v[0] for k, v in b.items()} for b in _batches(examples, config)]
   assert len(got) == len(want)
   assert set(got[0]) == set(want[0]) == set(host_batches.feature_lengths(config))
   for i, (g, w) in enumerate(zip(got, want)):
@@ -55,19 +63,27 @@ def test_rows_equal_the_seqio_converter(model, pack):
     assert len(got) < len(examples)
 
 
-def test_blocks_are_exact_slices_of_the_stream():
+def test_blocks_are_exact_slices_of_the_stream_computed_in_any_order():
   examples = _examples(100)
-  cut = list(host_batches.blocks(_chunks(examples, 7), 32))
-  assert [len(b["inputs"][1]) for b in cut] == [32, 32, 32, 4]
-  flat = np.concatenate([b["targets"][0] for b in cut])
-  np.testing.assert_array_equal(flat, np.concatenate([e["targets"] for e in examples]))
+  config = host_batches.BatchConfig("encoder_decoder", False, LENGTHS, batch_size=1, block_size=32)
+  packed = blocks.PackedBlocks(_spec(examples, config))
+  last_first = {b: packed[b] for b in reversed(range(len(packed)))}
+  cut = [last_first[b] for b in range(len(packed))]
+  assert [len(b["decoder_target_tokens"]) for b in cut] == [32, 32, 32, 4]
+  rows = np.concatenate([b["decoder_target_tokens"] for b in cut])
+  for row, ex in zip(rows, examples, strict=True):
+    np.testing.assert_array_equal(row[row != 0], ex["targets"])
 
 
 def test_batches_drop_only_the_last_partial_batch():
   examples = _examples(50)
   config = host_batches.BatchConfig("encoder_decoder", False, LENGTHS, batch_size=8, block_size=16)
-  got = list(host_batches.batches(_chunks(examples, 9), config))
-  assert len(got) == 50 // 8
+  it = host_input.HostBatches(_spec(examples, config), {}, workers=0)
+  got = list(it)
+  assert len(got) == 50 // 8 and next(it, None) is None
+  resumed = host_input.HostBatches(_spec(examples, config), {}, workers=0)
+  resumed.restore(it.state())
+  assert next(resumed, None) is None  # the 2 rows left over make no batch, however the input is resumed
   tokens = np.concatenate([b["encoder_input_tokens"] for b in got])
   for row, ex in zip(tokens, examples):
     np.testing.assert_array_equal(row[:len(ex["inputs"])], ex["inputs"])
@@ -80,3 +96,14 @@ def test_converter_errors_name_what_is_wrong():
   import seqio
   with pytest.raises(ValueError, match="LMFeatureConverter is not supported"):
     host_batches.config_from_converter(seqio.LMFeatureConverter(), LENGTHS, 2)
+
+
+@pytest.mark.parametrize("model", ["encoder_decoder", "prefix_lm"])
+@pytest.mark.parametrize("pack", [False, "greedy", "ffd"])
+def test_a_plain_layout_is_the_converter_it_stands_for(model, pack):
+  converter = feature_converters.get_feature_converter(model, pack=pack, block_size=64)
+  assert host_batches.config_from_converter(host_batches.InputLayout(model, pack, 64), LENGTHS, 2) == \
+      host_batches.config_from_converter(converter, LENGTHS, 2)
+  assert host_batches.InputLayout(model, True).pack == "greedy"  # seqio's converters pack greedily
+  with pytest.raises(ValueError, match="unknown model_type 'lm'"):
+    host_batches.InputLayout("lm", pack)

@@ -10,6 +10,7 @@ import pytest
 import seqio
 
 import tasks
+from flan_jax.data import flan_render
 from flan_jax.data import mock_sources
 from flan_jax.data import registry
 from flan_jax.data import sources
@@ -81,9 +82,9 @@ def test_niv2_overlay_mocks_missing_task_files_and_restores_the_data_dir(tmp_pat
   with mock_sources.mock_niv2_tasks(tmp_path / "overlay", present[:1] + missing, num_rows=4) as mocked:
     assert mocked == missing
     assert data_dir_lib.data_dir() == tmp_path / "overlay"
-    examples = list(registry.render(niv2.dataset(missing[0]), registry.niv2_variants()[0], missing[0]))
+    examples = list(flan_render.render(niv2.dataset(missing[0]), registry.niv2_variants()[0], missing[0]))
     assert len(examples) == 4 and "Mock input 0" in examples[0]["inputs"]
-    real = next(registry.render(niv2.dataset(present[0]), registry.niv2_variants()[0], present[0]))
+    real = next(flan_render.render(niv2.dataset(present[0]), registry.niv2_variants()[0], present[0]))
     assert "Mock input" not in real["inputs"]
   assert data_dir_lib.data_dir() == before
   with pytest.raises(data_dir_lib.DataMissingError):
@@ -104,7 +105,7 @@ def flan2022_env(tmp_path_factory):
 
 def _first_example(task: str) -> dict | None:
   src = registry.flan_source(task)
-  return next(registry.render(src.dataset, src.variant, src.name), None)
+  return next(flan_render.render(src.dataset, src.variant, src.name), None)
 
 
 def test_rows_once_per_dataset(flan2022_env):

@@ -91,8 +91,9 @@ def test_train_main_on_two_processes_checkpoints_every_hosts_input_state(tmp_pat
   assert dataset_files
   state = json.loads(next(f for f in dataset_files if f.is_file()).read_text())
   assert set(state) == {"process_0", "process_1"}
-  for i in range(2):
-    assert state[f"process_{i}"]["batches_consumed"] == 6 and state[f"process_{i}"]["num_shards"] == 2
+  for i in range(2):  # 6 batches of the host's 4 rows, all from the first packed block (thousands of examples)
+    assert (state[f"process_{i}"]["block"], state[f"process_{i}"]["row"]) == (0, 24)
+    assert state[f"process_{i}"]["num_shards"] == 2
 
 
 def test_train_main_with_the_model_axis_across_processes_matches_one_process(tmp_path):

@@ -43,24 +43,35 @@ def test_tiny_parameters_and_adafactor_state_by_hand(tiny_model):
 
 def test_tiny_activations_by_hand(tiny_model):
   # 16 sequences over data=2 -> 8 per device; heads 4/4=1, mlp 64/4=16, vocab 128/4=32 per device; float32.
+  # The gated GELU keeps 2 [len, mlp] intermediates besides wi's outputs and the product: gelu's tanh, and
+  # gelu(wi_0 x) for wi_1's gradient.
   # Encoder layer (S=32): input 32*32=1024; projections q,k,v 32*3*8=768 + out 1024 + wi 32*2*16=1024
-  #   + wo 1024 = 3840; attention logits+probs 2*32*32=2048 + context 256 = 2304; norms+residual 3*1024
-  #   + gated product 32*16=512 = 3584.                                           -> 10752 elements
+  #   + wo 1024 = 3840; attention probabilities 32*32=1024 + context 256 = 1280; norms+residual 3*1024
+  #   + gated product 32*16=512 + intermediates 2*512 = 4608.                      -> 10752 elements
   # Decoder layer (T=16): input 512; projections (384+512) + (128+2*256+512) + 512 + 512 = 3072;
-  #   attention (512+128) + (2*16*32+128) = 1792; elementwise 5*512 + 16*16 = 2816.  -> 8192 elements
+  #   attention (256+128) + (16*32+128) = 1024; elementwise 5*512 + 16*16 + 2*16*16 = 3328.  -> 7936 elements
   # Outside the layers: embeddings + final norms 2*(32+16)*32 = 3072 elements; logits and log-softmax
   #   2*16*32 float32.
-  per_sequence = (2 * 10752 + 2 * 8192 + 3072) * 4 + 2 * 16 * 32 * 4
+  assert plan.mlp_intermediates(("gelu", "linear")) == 2 and plan.mlp_intermediates(("relu",)) == 0
+  per_sequence = (2 * 10752 + 2 * 7936 + 3072) * 4 + 2 * 16 * 32 * 4
   p = plan.estimate(tiny_model, optimizers.AdafactorConfig(), 16, LENGTHS, {"data": 2, "model": 4})
-  assert p.activations == 8 * per_sequence == 1_343_488
+  assert p.activations == 8 * per_sequence == 1_327_104
   assert p.total == p.params + p.optimizer + p.gradients + p.activations
 
   # Full remat keeps only each layer's input and recomputes one layer at a time (the encoder's is larger:
-  # 3840 + 2304 + 3584 = 9728 elements).
+  # 3840 + 1280 + 4608 = 9728 elements).
   remat = EncoderDecoderModel(T5Config(**TINY, remat_policy="full"))
   q = plan.estimate(remat, optimizers.AdafactorConfig(), 16, LENGTHS, {"data": 2, "model": 4})
   assert q.activations == 8 * ((2 * 1024 + 2 * 512 + 9728 + 3072) * 4 + 2 * 16 * 32 * 4) == 540_672
   assert q.params == p.params
+
+
+def test_heads_per_device_follow_xla_when_the_heads_do_not_split():
+  # Flan-T5 small's 6 heads on model=4: the [emb, 6*64] q/k/v kernels split 4 ways; XLA computes 3 heads per
+  # device (gathering pairs of the 96-column pieces), as benchmarks/sharding_cost.py's compiled step shows.
+  assert plan.heads_per_device(6, 64, 4) == 3 and plan.heads_per_device(6, 64, 2) == 3
+  assert plan.heads_per_device(4, 8, 4) == 1 and plan.heads_per_device(64, 64, 8) == 8
+  assert plan.heads_per_device(3, 5, 4) == 3  # 15 columns do not split: the kernels and heads stay whole
 
 
 def test_microbatches_and_bad_meshes(tiny_model):

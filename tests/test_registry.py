@@ -1,5 +1,6 @@
 """The plain task catalog: with FLAN_JAX_SEQIO=0 `import tasks` registers the same tasks and mixtures without seqio
-or TensorFlow, with the same rates, and the training stream renders the same ids."""
+or TensorFlow, with the same rates, and the training input's blocks (what a grain worker computes) hold the same
+ids."""
 from __future__ import annotations
 
 import hashlib
@@ -16,16 +17,22 @@ MIXTURES = ("cot_submix", "niv2_submix", "cot_fsopt", "palmflan_cot_zs_opt")
 
 
 def _summary() -> dict:
-  """What registration and the stream give in this process (module-level so a child process can call it)."""
+  """What registration and the input's first block give in this process (module-level so a child process can call
+  it). The block is built as a grain worker builds it, without grain (which imports jax)."""
   import tasks  # pylint: disable=import-outside-toplevel
   from flan_jax.data import (  # pylint: disable=import-outside-toplevel
-      availability, mixing, registry, streaming, token_tasks)
+      availability, data_dir, host_batches, mixing, registry, tfds_source, token_tasks)
+  from flan_jax.data.pipeline import blocks, schedule, sources  # pylint: disable=import-outside-toplevel
+  lengths = {"inputs": 256, "targets": 64}
+  rates = mixing.rates(availability.resolve("cot_submix", only_available=True))
+  spec = blocks.InputSpec({t: sources.for_workers(t, "train", lengths) for t in rates},
+                          schedule.Schedule.of(rates, None, seed=7, shard_index=0, num_shards=1, num_epochs=None),
+                          host_batches.BatchConfig("encoder_decoder", "ffd", lengths, batch_size=8, block_size=512),
+                          seed=7, shuffle=True, split="train", data_dir=str(data_dir.data_dir()),
+                          tfds_data_dir=str(tfds_source.tfds_data_dir()))
   digest = hashlib.sha256()
-  config = streaming.StreamConfig({"inputs": 256, "targets": 64}, seed=7, num_epochs=1)
-  present = availability.resolve("cot_submix", only_available=True)
-  for _, chunk in zip(range(3), streaming.mixture_examples(present, config)):
-    for values, lengths in chunk.values():
-      digest.update(values.tobytes() + lengths.tobytes())
+  for name, rows in sorted(blocks.PackedBlocks(spec)[0].items()):
+    digest.update(name.encode() + rows.tobytes())
   # What `import tasks` registered (other tests of the session may have added more since).
   names = sorted(n for family in tasks.REGISTERED.values() for n in family)
   return {
@@ -91,13 +98,16 @@ print('ok')
 def test_no_catalog_module_imports_the_seqio_adapter():
   import ast  # pylint: disable=import-outside-toplevel
   data = pathlib.Path(__file__).resolve().parent.parent / "flan_jax" / "data"
-  for name in ("registry", "mixing", "token_tasks", "ul2r", "availability", "streaming", "denoisers",
-               "text_sources"):
-    tree = ast.parse((data / f"{name}.py").read_text())
+  modules = [data / f"{name}.py" for name in ("registry", "mixing", "token_tasks", "ul2r", "availability",
+                                               "flan_render", "denoisers", "text_sources")]
+  modules += sorted((data / "pipeline").glob("*.py"))
+  assert len(modules) > 8
+  for path in modules:
+    tree = ast.parse(path.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
                 for alias in node.names} | {node.module or "" for node in ast.walk(tree)
                                             if isinstance(node, ast.ImportFrom)}
-    assert not {"seqio_tasks", "flan_jax.data.seqio_tasks"} & imported, name
+    assert not {"seqio_tasks", "flan_jax.data.seqio_tasks"} & imported, path
 
 
 def test_flan_source_rejects_other_tasks(flan_data_dir):

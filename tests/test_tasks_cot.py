@@ -7,6 +7,7 @@ import shutil
 import pytest
 import seqio
 
+from flan_jax.data import flan_render
 from flan_jax.data import availability
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import mixing
@@ -91,7 +92,7 @@ def test_malformed_tsv_rows_are_warned_skipped_counted(tmp_path, flan_data_dir, 
   try:
     src = registry.flan_source("cot_strategyqa_template_0to10_zero_shot")
     before = sources.skipped_rows().get(str(path), 0)
-    examples = list(registry.render(src.dataset, src.variant, src.name))
+    examples = list(flan_render.render(src.dataset, src.variant, src.name))
     err = capfd.readouterr().err
     assert f"{path}:4: skipped row" in err and f"{path}:24: skipped row" in err
     assert sources.skipped_rows()[str(path)] - before == 2
@@ -124,7 +125,7 @@ def test_source_ids_equal_seqio_tokenization_across_batches(registered):
   task = seqio.get_mixture_or_task("cot_qasc_template_mix_five_shot")
   src = registry.flan_source(task)
   vocab = task.output_features["inputs"].vocabulary
-  want = list(registry.render(src.dataset, src.variant, src.name, shard_index=1, num_shards=2))
+  want = list(flan_render.render(src.dataset, src.variant, src.name, shard_index=1, num_shards=2))
   assert len(want) > 2 * seqio_tasks.ENCODE_BATCH
   ds = task.get_dataset(sequence_length=None, shuffle=False, shard_info=seqio.ShardInfo(1, 2))
   got = list(ds.as_numpy_iterator())
@@ -149,7 +150,7 @@ def test_shuffling_is_in_the_source_per_epoch_and_keeps_templates(registered):
   task = seqio.get_mixture_or_task("cot_qasc_template_0to10_zero_shot")
   assert task.shuffle_buffer_size is None  # no seqio buffer of rendered, tokenized examples
   src = registry.flan_source(task)
-  plain = {e["inputs"]: e["_template_idx"] for e in registry.render(src.dataset, src.variant, src.name)}
+  plain = {e["inputs"]: e["_template_idx"] for e in flan_render.render(src.dataset, src.variant, src.name)}
   ds = task.get_dataset(sequence_length=None, shuffle=True, seed=3, num_epochs=2)
   got = [(e["inputs_pretokenized"].decode(), e["_template_idx"]) for e in ds.as_numpy_iterator()]
   first, second = got[:len(plain)], got[len(plain):]
@@ -159,37 +160,9 @@ def test_shuffling_is_in_the_source_per_epoch_and_keeps_templates(registered):
   assert [t for t, _ in first] != list(plain) and first != second
 
 
-def test_shuffle_plan_shares_one_budget_by_mixture_share():
-  plan = registry.shuffle_plan({"a": 1.0, "b": 3.0, "c": 1e-6}, budget=400)
-  assert plan == {"a": 100, "b": 300, "c": registry.MIN_SHUFFLE_ROWS}
-  # Capped at the default per-task buffer; the bound holds for many tasks.
-  many = registry.shuffle_plan({f"t{i}": 1.0 + i % 7 for i in range(2000)})
-  assert max(many.values()) <= registry.SOURCE_SHUFFLE_BUFFER
-  assert sum(many.values()) <= registry.SHUFFLE_BUDGET_ROWS + 2000 * registry.MIN_SHUFFLE_ROWS
-  assert registry.shuffle_plan({"x": 5.0}) == {"x": registry.SOURCE_SHUFFLE_BUFFER}
-  with pytest.raises(ValueError, match="sum to 0"):
-    registry.shuffle_plan({"x": 0.0})
-
-
-def test_mixture_sources_buffer_rows_by_their_share(registered, monkeypatch):
+def test_the_seqio_mixture_mixes_the_catalog_rates(registered):
   name = availability.resolve("cot_submix", only_available=True)
   mix = seqio.get_mixture_or_task(name)
-  assert isinstance(mix, seqio_tasks.BudgetedMixture)
-  seen = {}
-  real = seqio_tasks.shuffle_rows
-
-  def spy(task):
-    seen[task] = real(task)
-    return seen[task]
-  monkeypatch.setattr(seqio_tasks, "shuffle_rows", spy)
-  monkeypatch.setattr(registry, "SHUFFLE_BUDGET_ROWS", 3000)
-  mix.get_dataset(sequence_length=None, shuffle=True, seed=1, num_epochs=1)
-  shares = mixing.rates(name)
-  total = sum(shares.values())
-  assert set(seen) == set(shares)
-  for task, rows in seen.items():
-    want = round(3000 * shares[task] / total)
-    assert rows == max(registry.MIN_SHUFFLE_ROWS, min(registry.SOURCE_SHUFFLE_BUFFER, want)), task
-  assert len(set(seen.values())) > 1
-  # Outside a mixture a task keeps the default buffer.
-  assert seqio_tasks.shuffle_rows("cot_qasc_template_0to10_zero_shot") == registry.SOURCE_SHUFFLE_BUFFER
+  rates = mixing.rates(name)
+  assert {t.name: mix.get_rate(t) for t in mix.tasks} == pytest.approx(rates, rel=1e-9)
+  assert len(set(rates.values())) > 1

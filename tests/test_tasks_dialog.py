@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import seqio
 
+from flan_jax.data import flan_render
 from flan_jax.data import mock_sources
 from flan_jax.data import registry
 from flan_jax.data import sources
@@ -52,7 +53,7 @@ def test_full_pipeline_on_mock_data(dialog_env):
 def test_every_variant_renders(dialog_env):
   for name in dialog_env:
     src = registry.flan_source(name)
-    assert next(registry.render(src.dataset, src.variant, name), None) is not None, name
+    assert next(flan_render.render(src.dataset, src.variant, name), None) is not None, name
 
 
 def test_turn_pick_and_formats_by_hand():
@@ -74,7 +75,7 @@ def test_turn_pick_and_formats_by_hand():
 def test_random_format_uses_templates_candidates(dialog_env):
   src = registry.flan_source("wiki_dialog_template_0to10_non_deter_opt_zero_shot")
   formats = dialog.dialog_formats()
-  outs = list(registry.render(src.dataset, src.variant, src.name))
+  outs = list(flan_render.render(src.dataset, src.variant, src.name))
   assert len(outs) == NUM_ROWS // 10 * 10
   texts = [dict(r)["dialog_"] for _, r in src.dataset.rows()]
   assert any(not t.startswith("DIALOG:\nturn") for t in texts)

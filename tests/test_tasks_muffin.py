@@ -1,7 +1,7 @@
 """Every Muffin task through preprocess -> template in every FLAN variant, on the mock rows of
 `flan_jax.data.mock_sources` (`tfds.testing.mock_data` with the real TFDS feature specs, made valid; hand-written
 rows with the same features where mock_data cannot build offline), so a broken field mapping fails here; a
-representative sample goes on through seqio tokenization. Rendering runs in plain Python (`registry.render`);
+representative sample goes on through seqio tokenization. Rendering runs in plain Python (`flan_render.render`);
 only the sample builds tf.data.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import itertools
 import pytest
 import seqio
 
+from flan_jax.data import flan_render
 from flan_jax.data import mock_sources
 from flan_jax.data import registry
 from flan_jax.data import sources
@@ -46,7 +47,7 @@ def _problems(config: muffin.MuffinConfig) -> list[str]:
   before = sources.skipped_rows().get(where, 0)
   for v in registry.flan_variants(config.pattern_key, config.has_options, config.name):
     task = config.name + v.suffix
-    stream = registry.render(ds, v, task)
+    stream = flan_render.render(ds, v, task)
     try:
       got = list(itertools.islice(stream, FEW_SHOT_QUERIES) if v.few_shot else stream)
     except tpl.TemplateError as e:
@@ -134,7 +135,7 @@ def test_sample_tokenizes(muffin_env):
 def test_options_rendered_and_answer_among_them(muffin_env):
   ds = muffin.dataset(muffin.CONFIGS["anli_r1"])
   v = registry.flan_variants("anli", True, "anli_r1")[1]
-  first = next(registry.render(ds, v, "anli_r1_template_0to10_zero_shot"))
+  first = next(flan_render.render(ds, v, "anli_r1_template_0to10_zero_shot"))
   assert first["_template_idx"] == 0
   assert "OPTIONS:\n- Yes\n- It's impossible to say\n- No" in first["inputs"]
   assert first["targets"] == "It's impossible to say"  # normalised label 1

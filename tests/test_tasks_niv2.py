@@ -6,6 +6,7 @@ import json
 import pytest
 import seqio
 
+from flan_jax.data import flan_render
 from flan_jax.data import availability
 from flan_jax.data import data_dir as data_dir_lib
 from flan_jax.data import mixing
@@ -42,7 +43,7 @@ def test_inline_one_shot_pattern(registered, flan_data_dir):
   pos = meta["task1191_food_veg_nonveg"]["positive_examples"]
   pats = json.loads((flan_data_dir / "flan/templates.json").read_text())["INLINE_FS_PATTERNS"]["natinst_v2"]
   src = registry.flan_source("task1191_food_veg_nonveg_template_mix_five_shot")
-  examples = list(registry.render(src.dataset, src.variant, src.name))
+  examples = list(flan_render.render(src.dataset, src.variant, src.name))
   assert len(examples) == 100 == src.num_examples()  # 101 instances, groups of 10
   for i in (0, 7, 99):
     inst = raw["Instances"][i]
@@ -59,7 +60,7 @@ def test_inline_one_shot_pattern(registered, flan_data_dir):
 def test_x_shot_starts_with_the_definition(registered, flan_data_dir):
   raw = json.loads((flan_data_dir / "niv2/tasks/task1191_food_veg_nonveg.json").read_text())
   src = registry.flan_source("task1191_food_veg_nonveg_template_0to10_x_shot")
-  examples = list(registry.render(src.dataset, src.variant, src.name))
+  examples = list(flan_render.render(src.dataset, src.variant, src.name))
   assert examples and all(e["inputs"].startswith(raw["Definition"][0] + "\n\n") for e in examples)
   assert all(e["targets"] == e["targets"].strip() for e in examples)
 

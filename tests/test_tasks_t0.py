@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import seqio
 
+from flan_jax.data import flan_render
 from flan_jax.data import mock_sources
 from flan_jax.data import registry
 from flan_jax.data import sources
@@ -54,7 +55,7 @@ def test_every_subtask_renders_and_tokenizes(t0_env):
   voc = vocab.get_vocabulary()
   for st in t0.subtasks():
     src = registry.flan_source(f"{st.key}_template_0_zero_shot")
-    ex = next(registry.render(src.dataset, src.variant, src.name))
+    ex = next(flan_render.render(src.dataset, src.variant, src.name))
     _check(st, ex)
     assert voc.decode(voc.encode(ex["targets"])) == ex["targets"]
 
@@ -80,10 +81,10 @@ def test_variants_and_options(t0_env):
   assert len([n for n in t0_env if n.startswith(sep.key + "_")]) == 24
   assert len([n for n in t0_env if n.startswith(qa.key + "_")]) == 23
   src = registry.flan_source(f"{sep.key}_template_0to10_zero_shot")
-  first = next(registry.render(src.dataset, src.variant, src.name))
+  first = next(flan_render.render(src.dataset, src.variant, src.name))
   assert "OPTIONS:\n- choice 0\n- choice 1\n- choice 2" in first["inputs"]
   src = registry.flan_source(f"{sep.key}_template_0to10_no_opt_zero_shot")
-  assert all("OPTIONS" not in o["inputs"] for o in registry.render(src.dataset, src.variant, src.name))
+  assert all("OPTIONS" not in o["inputs"] for o in flan_render.render(src.dataset, src.variant, src.name))
   assert seqio.get_mixture_or_task(f"{qa.key}_template_0_zero_shot").postprocess_fn is not None
 
 

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from flan_jax.data import flan_render
 from flan_jax.data import registry
 from flan_jax.data import templates as tpl
 from tests.flan_task_fixtures import hand_rows
@@ -79,7 +80,7 @@ def test_templates_match_the_json(templates_json):
 ])
 def test_zero_shot_round_robin_gsm8k(cot_tasks, flan_data_dir, templates_json, suffix, table, ttype):
   src = registry.flan_source("cot_gsm8k" + suffix)
-  examples = list(registry.render(src.dataset, src.variant, src.name))
+  examples = list(flan_render.render(src.dataset, src.variant, src.name))
   rows = hand_rows(flan_data_dir / "flan/cot/gsm8k_train.tsv")
   pats = templates_json[table]["cot_gsm8k"]
   assert len(rows) == 7473 and len(pats) == 10
@@ -98,13 +99,13 @@ def test_zero_shot_round_robin_gsm8k(cot_tasks, flan_data_dir, templates_json, s
 
 def test_aqua_has_fifteen_templates(cot_tasks):
   src = registry.flan_source("stream_aqua_template_0to10_zero_shot")
-  examples = list(registry.render(src.dataset, src.variant, src.name))
+  examples = list(flan_render.render(src.dataset, src.variant, src.name))
   assert len(examples) == 2715 and {e["_template_idx"] for e in examples} == set(range(15))
 
 
 def test_input_inversion_rows(cot_tasks, flan_data_dir, templates_json):
   src = registry.flan_source("cot_input_inversion_gsm8k_template_0to10_zero_shot")
-  examples = list(registry.render(src.dataset, src.variant, src.name))
+  examples = list(flan_render.render(src.dataset, src.variant, src.name))
   assert len(examples) == 7470 and len(templates_json["PATTERNS"]["cot_input_inversion_gsm8k"]) == 18
   row = hand_rows(flan_data_dir / "flan/cot/gsm8k_train.tsv")[19]
   pat = templates_json["PATTERNS"]["cot_input_inversion_gsm8k"][1]

@@ -1,6 +1,6 @@
-"""UL2R tasks: text sources (and their file:line errors), denoised token streams that fit, reconstruct, shard and
-repeat, packing in both layouts, the input process, the seqio task, gin configuration, the registered `ul2r_*`
-tasks, and a `flan-jax train` run on a UL2R mixture."""
+"""UL2R tasks: text sources (and their file:line errors), denoised documents that fit, reconstruct and are a function
+of (seed, task, epoch, document) whatever the sharding, packing in both layouts, grain's workers, the seqio task, gin
+configuration, the registered `ul2r_*` tasks, and a `flan-jax train` run on a UL2R mixture."""
 from __future__ import annotations
 
 import collections
@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from flan_jax.data import (availability, data_dir, denoisers, host_batches, input_process, mixing, registry,
-                           sources, streaming, text_sources, tfds_source, token_tasks, tokenizer, ul2r)
+from flan_jax.data import (availability, data_dir, denoisers, host_batches, input_pipeline, mixing, registry,
+                           sources, text_sources, tfds_source, token_tasks, tokenizer, ul2r)
+from flan_jax.data.pipeline import blocks
+from flan_jax.data.pipeline import sources as task_sources
+from flan_jax.data_layout import HostDataLayout
 from tests.batch_checks import assert_batches_equal
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -41,8 +44,31 @@ def text_task(tmp_path, flan_data_dir) -> ul2r.Ul2rTask:
   return task
 
 
-def _examples(task, config: streaming.StreamConfig, shuffle_rows: int = 0, epoch: int = 0):
-  return [(tuple(x.tolist()), tuple(y.tolist())) for x, y in task.examples(config, shuffle_rows, epoch)]
+Example = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def _pairs(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[Example]:
+  """Ragged (values, lengths) columns -> (inputs, targets) id tuples."""
+  split = {}
+  for k, (values, lens) in columns.items():
+    ends = np.cumsum(lens)
+    split[k] = [tuple(values[e - n:e].tolist()) for e, n in zip(ends, lens)]
+  return list(zip(split["inputs"], split["targets"]))
+
+
+def _examples(task, seed: int = 0, shuffle: bool = False, epoch: int = 0, split: str = "train") -> list[Example]:
+  """One epoch of the task's draws (documents) as the training input reads them, tokenized and denoised."""
+  source = task_sources.TokenSource(task, seed, shuffle, split)
+  draws = [source.draw(epoch * source.size() + i) for i in range(source.size())]
+  return _pairs(blocks.examples_to_columns(draws, LENGTHS))
+
+
+def _input_examples(task, shard: HostDataLayout, seed: int) -> list[Example]:
+  """One epoch of the task through the training input, one example a row."""
+  config = input_pipeline.InputConfig(task.name, LENGTHS, shard.rows * shard.num_shards, seed=seed, num_epochs=1)
+  it = input_pipeline.host_iterator(config, host_batches.InputLayout(pack=False), shard, workers=0)
+  return [(tuple(x[x != 0].tolist()), tuple(y[y != 0].tolist()))
+          for batch in it for x, y in zip(batch["encoder_input_tokens"], batch["decoder_target_tokens"])]
 
 
 def _reconstruct(inputs, targets) -> list[int]:
@@ -132,7 +158,7 @@ def test_tfds_text_reads_a_prepared_dataset_by_split(tmp_path, flan_data_dir):
     assert sorted(source.documents("train")) == sorted(_text(40, 0))  # in TFDS's file order
     assert sorted(source.documents("validation")) == sorted(_text(5, 1))
     task = ul2r.Ul2rTask("ul2r_test_tfds", source)
-    held_out = list(task.examples(streaming.StreamConfig(LENGTHS, split="validation"), 0, 0))
+    held_out = _examples(task, split="validation")
     assert len(held_out) >= 5 and all(x[-1] == y[-1] == tokenizer.EOS_ID for x, y in held_out)
     with pytest.raises(sources.DataFormatError, match=r"record 0: no feature 'body' \(has \['id', 'text'\]\)"):
       next(text_sources.TfdsText("ul2r_tiny_corpus", "1.0.0", "body").documents("train"))
@@ -158,11 +184,11 @@ def test_task_fields_read_a_flan_tasks_rows(flan_catalog):
     next(text_sources.TaskFields("cot_gsm8k_template_0to10_zero_shot", ("nope",)).documents("train"))
 
 
-# --- the token stream
+# --- the task's draws
 
 def test_examples_fit_end_in_eos_and_rebuild_every_document(text_task):
   sp = tokenizer.processor()
-  got = _examples(text_task, streaming.StreamConfig(LENGTHS, seed=3))
+  got = _examples(text_task, seed=3)
   assert all(len(x) <= LENGTHS["inputs"] and len(y) <= LENGTHS["targets"] for x, y in got)
   assert all(x[-1] == y[-1] == tokenizer.EOS_ID for x, y in got)
   rebuilt = iter(_reconstruct(x, y) for x, y in got)
@@ -174,26 +200,29 @@ def test_examples_fit_end_in_eos_and_rebuild_every_document(text_task):
   assert next(rebuilt, None) is None
 
 
-def test_examples_are_a_function_of_seed_epoch_and_shard(text_task):
-  config = streaming.StreamConfig(LENGTHS, seed=1)
-  first = _examples(text_task, config, shuffle_rows=50)
-  assert _examples(text_task, config, shuffle_rows=50) == first
-  assert _examples(text_task, streaming.StreamConfig(LENGTHS, seed=2), shuffle_rows=50) != first
-  assert _examples(text_task, config, shuffle_rows=50, epoch=1) != first
-  unshuffled = _examples(text_task, config)
+def test_examples_are_a_function_of_seed_epoch_and_document_whatever_the_shard(text_task):
+  first = _examples(text_task, seed=1, shuffle=True)
+  assert _examples(text_task, seed=1, shuffle=True) == first
+  assert _examples(text_task, seed=2, shuffle=True) != first
+  assert _examples(text_task, seed=1, shuffle=True, epoch=1) != first
+  unshuffled = _examples(text_task, seed=1)
   assert collections.Counter(unshuffled) == collections.Counter(first) and unshuffled != first
-  shards = [_examples(text_task, streaming.StreamConfig(LENGTHS, seed=1, shard_index=k, num_shards=3))
-            for k in range(3)]
-  assert collections.Counter(sum(shards, [])) == collections.Counter(unshuffled)
+  ids = np.asarray(tokenizer.processor().encode(text_task.documents("train")[0]), np.int32)
+  pairs = lambda key: [(x.tolist(), y.tolist()) for x, y in text_task.examples_of(ids, key, LENGTHS)]  # noqa: E731
+  assert pairs([1, 2, 3, 4]) == pairs([1, 2, 3, 4]) != pairs([1, 2, 3, 5])
+  whole = _input_examples(text_task, HostDataLayout.even(0, 1, 1), seed=1)
+  shards = [_input_examples(text_task, HostDataLayout.even(k, 3, 3), seed=1) for k in range(3)]
+  assert collections.Counter(sum(shards, [])) == collections.Counter(whole) == collections.Counter(first)
   assert all(shards)
 
 
 @pytest.mark.parametrize("model", ["encoder_decoder", "prefix_lm"])
 def test_denoised_examples_pack_in_both_layouts(text_task, model):
-  stream = streaming.StreamConfig(LENGTHS, seed=4, num_epochs=1)
-  examples = [(tuple(x.tolist()), tuple(y.tolist())) for x, y in text_task.examples(stream, 0, 0)]
+  source = task_sources.TokenSource(text_task, 4, False, "train")
+  columns = blocks.examples_to_columns([source.draw(g) for g in range(source.size())], LENGTHS)
+  examples = _pairs(columns)
   layout = host_batches.BatchConfig(model, "ffd", LENGTHS, batch_size=4, block_size=len(examples))
-  rows = host_batches.convert_block(next(streaming.rated_examples({text_task.name: 1.0}, stream)), layout)
+  rows = host_batches.convert_block(columns, layout)
   chunk_examples = collections.Counter()
   for r in range(len(rows["decoder_target_tokens"])):
     segments = rows["decoder_segment_ids"][r]
@@ -209,19 +238,20 @@ def test_denoised_examples_pack_in_both_layouts(text_task, model):
         assert (rows["decoder_loss_weights"][r][here] == (np.arange(len(whole)) >= width)).all()
       chunk_examples[(tuple(inputs.tolist()), tuple(targets.tolist()))] += 1
   assert sum(chunk_examples.values()) > len(rows["decoder_target_tokens"])  # packed: several examples a row
-  assert chunk_examples <= collections.Counter(examples)
+  assert chunk_examples == collections.Counter(examples)  # every example of the block, once
 
 
-def test_the_input_process_renders_ul2r_tasks_as_here(text_task):
-  layout = host_batches.BatchConfig("encoder_decoder", "ffd", LENGTHS, batch_size=4)
-  job, why = input_process.job_for({text_task.name: 1.0}, streaming.StreamConfig(LENGTHS, seed=5), layout)
-  assert job is not None, why
-  here = list(itertools.islice(input_process.batches_of(job), 4))
-  child = input_process.ProcessBatches(job)
+def test_grain_workers_give_the_ul2r_batches_given_here(text_task):
+  config = input_pipeline.InputConfig(text_task.name, LENGTHS, batch_size=4, seed=5)
+  layout = host_batches.InputLayout(block_size=32)  # 32 documents a block: the batches below cross blocks
+  shard = HostDataLayout.even(0, 1, 4)
+  here = list(itertools.islice(input_pipeline.host_iterator(config, layout, shard, workers=0), 40))
+  it = input_pipeline.host_iterator(config, layout, shard, workers=2)
   try:
-    assert_batches_equal(here, [next(child) for _ in range(4)])
+    assert_batches_equal([next(it) for _ in range(40)], here)
+    assert it.state()["block"] > 0
   finally:
-    child.close()
+    it.close()
 
 
 def test_the_seqio_task_denoises_the_same_documents(text_task):
@@ -281,11 +311,11 @@ def test_ul2r_cot_mixes_the_present_cot_rows_by_size(flan_catalog):
   statuses = {s.task: s.present for s in availability.diagnose("ul2r_cot")}
   assert not statuses["ul2r_cot_esnli"] and statuses["ul2r_cot_gsm8k"]
   present = availability.resolve("ul2r_cot", only_available=True)
-  chunk = next(streaming.mixture_examples(present, streaming.StreamConfig({"inputs": 256, "targets": 128}, seed=0)))
-  (values, lens), _ = chunk["inputs"], chunk["targets"]
-  starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-  heads = collections.Counter(tokenizer.processor().decode(values[s:s + 4].tolist()).split("]")[0] + "]"
-                              for s in starts)
+  config = input_pipeline.InputConfig(present, {"inputs": 256, "targets": 128}, batch_size=8, seed=0)
+  spec = input_pipeline.input_spec(config, host_batches.InputLayout(pack=False, block_size=256),
+                                   HostDataLayout.even(0, 1, 8))
+  rows = blocks.PackedBlocks(spec)[0]["encoder_input_tokens"]  # one example a row
+  heads = collections.Counter(tokenizer.processor().decode(row[:4].tolist()).split("]")[0] + "]" for row in rows)
   assert set(heads) == {"[NLU]", "[NLG]", "[S2S]"} and heads["[S2S]"] > heads["[NLU]"]
 
 
@@ -309,14 +339,14 @@ def test_ul2r_c4_says_how_to_prepare_c4(flan_catalog, tmp_path):
 
 # --- training
 
-def test_train_runs_on_a_ul2r_mixture_through_the_input_process(tmp_path, flan_data_dir):
+def test_train_runs_on_a_ul2r_mixture_through_grain_workers(tmp_path, flan_data_dir):
   (tmp_path / "text").mkdir()
   (tmp_path / "text" / "t.txt").write_text("\n".join(_text(300, seed=1)) + "\n")
   model_dir = tmp_path / "run"
   cmd = [sys.executable, "-m", "flan_jax.train", "--gin_file=tests/fixtures/tiny_t5_test.gin",
          f"--gin.MODEL_DIR='{model_dir}'", "--gin.TRAIN_STEPS=3", "--gin.CHECKPOINT_PERIOD=3",
          "--gin.tiny_model.TinyModel.vocab=32128", "--gin.MIXTURE_OR_TASK_NAME='ul2r_train_test'",
-         "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}",
+         "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}", "--gin.INPUT_WORKERS=2",
          "--gin.utils.DatasetConfig.mixture_components=[@ul2r.mixture_component()]",
          "--gin.ul2r.mixture_component.name='ul2r_train_test_text'",
          "--gin.ul2r.mixture_component.source=@ul2r.TextFiles()",
@@ -325,7 +355,6 @@ def test_train_runs_on_a_ul2r_mixture_through_the_input_process(tmp_path, flan_d
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "rendered in the training process" not in out.stderr  # the input process rendered it
   records = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
   losses = {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
   assert sorted(losses) == [1, 2, 3] and all(np.isfinite(v) and v > 0 for v in losses.values())

@@ -1,27 +1,23 @@
-"""Few-shot assembly as FLAN v2 does it: exemplar stream, template filter, length pruning, concatenation.
+"""Few-shot assembly as FLAN v2 does it: template filter, length pruning, concatenation.
 
-Upstream zips each query with the next `num_shots` exemplars of a repeated, shuffled and templated copy of
-the train split. We do the same with a seeded shuffle buffer (TF's algorithm: fill, draw a random slot,
-replace), so the drawn exemplars are reproducible from the seed. The assembly of one example is
-`assemble`; `FewShotConfig` holds the knobs FLAN's `register_few_shot_version_of_task` takes.
+Upstream zips each query with the next `num_shots` exemplars of a repeated, shuffled and templated copy of the train
+split; `flan_render` draws them per query from a generator keyed by the query's position, so any example renders on
+its own. Choosing what to keep is `select`, the assembly of one example is `assemble`; `FewShotConfig` holds the
+knobs FLAN's `register_few_shot_version_of_task` takes.
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import random
 import re
 import threading
-from typing import Callable, Hashable, Iterable, Iterator, MutableMapping, Sequence, TypeVar
+from typing import Callable, Hashable, MutableMapping, Sequence
 
 from flan_jax.data import templates as templates_lib
 from flan_jax.data import tokenizer
 
 FEW_SHOT_MAX_LEN = 1920
-SHUFFLE_BUFFER_SIZE = 1000
 MIX_SEPARATOR_CHOICES = ("\n", "\n\n", "\n\n\n")
-
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,30 +48,6 @@ def choose_mix_separator(task_name: str, seed: int = 0) -> str:
   the task name, so every process agrees. `registry.mix_separators()` records the choices.
   """
   return random.Random(f"mix_separator:{seed}:{task_name}").choice(MIX_SEPARATOR_CHOICES)
-
-
-def shuffle_buffer(items: Iterable[T], buffer_size: int, rng: random.Random) -> Iterator[T]:
-  """A streaming shuffle with tf.data's algorithm: bounded memory, deterministic given `rng`."""
-  buf: list[T] = []
-  for item in items:
-    if len(buf) < buffer_size:
-      buf.append(item)
-      continue
-    i = rng.randrange(buffer_size)
-    out, buf[i] = buf[i], item
-    yield out
-  while buf:
-    i = rng.randrange(len(buf))
-    buf[i], buf[-1] = buf[-1], buf[i]
-    yield buf.pop()
-
-
-def batches(stream: Iterator[T], n: int) -> Iterator[list[T]]:
-  while True:
-    batch = list(itertools.islice(stream, n))
-    if len(batch) < n:
-      return
-    yield batch
 
 
 MAX_MEMO_WORDS = 500_000

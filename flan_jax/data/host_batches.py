@@ -6,12 +6,12 @@ This is what a seqio feature converter does in tf.data (`feature_converters.EncD
 model features computed for the whole block with array ops. The features and their values equal the converter's
 (tests compare them on the same examples), so a converter configured in gin keeps meaning what it says.
 
-Blocks are consecutive slices of the example stream, so the batches are a pure function of it.
+The training input packs one block of draws at a time (`pipeline.blocks`), so its rows are a pure function of it.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -34,9 +34,56 @@ class BatchConfig:
   loss_on_targets_only: bool = True
 
 
-def config_from_converter(converter: seqio.FeatureConverter, lengths: Mapping[str, int],
+@dataclasses.dataclass(frozen=True)
+class InputLayout:
+  """How examples become the model's features: what a seqio feature converter says, as plain data (gin's
+  `feature_converters.get_feature_converter` / `EncDecFeatureConverter` / `PrefixLMFeatureConverter` make one, so
+  the trainer needs no seqio). model_type: 'encoder_decoder' or 'prefix_lm'; pack: False, 'greedy' or 'ffd'."""
+  model_type: str = "encoder_decoder"
+  pack: bool | str = "ffd"
+  block_size: int = packing.DEFAULT_BLOCK_SIZE
+  loss_on_targets_only: bool = True
+
+  def __post_init__(self):
+    if self.model_type not in ("encoder_decoder", "prefix_lm"):
+      raise ValueError(f"unknown model_type {self.model_type!r}: choose 'encoder_decoder' or 'prefix_lm'")
+    if self.pack not in (False, True, "greedy", "ffd"):
+      raise ValueError(f"pack={self.pack!r}: choose False, 'greedy' or 'ffd'")
+    if self.pack is True:
+      object.__setattr__(self, "pack", "greedy")  # seqio's converters pack greedily
+
+
+def get_feature_converter(model_type: str, pack: bool | str = "ffd",
+                          block_size: int = packing.DEFAULT_BLOCK_SIZE) -> InputLayout:
+  """'encoder_decoder' or 'prefix_lm' -> its layout (gin: `feature_converters.get_feature_converter`)."""
+  return InputLayout(model_type, pack, block_size)
+
+
+def enc_dec_layout(pack: bool | str = "ffd", block_size: int = packing.DEFAULT_BLOCK_SIZE) -> InputLayout:
+  """gin: `feature_converters.EncDecFeatureConverter`."""
+  return InputLayout("encoder_decoder", pack, block_size)
+
+
+def prefix_lm_layout(pack: bool | str = "ffd", block_size: int = packing.DEFAULT_BLOCK_SIZE,
+                     loss_on_targets_only: bool = True) -> InputLayout:
+  """gin: `feature_converters.PrefixLMFeatureConverter`."""
+  return InputLayout("prefix_lm", pack, block_size, loss_on_targets_only)
+
+
+def config_from_converter(converter: InputLayout | seqio.FeatureConverter, lengths: Mapping[str, int],
                           batch_size: int) -> BatchConfig:
-  """The batch layout a seqio feature converter describes (ours, or seqio's own EncDec / PrefixLM)."""
+  """The batch layout of an `InputLayout`, or of a seqio feature converter (ours, or seqio's own EncDec / PrefixLM:
+  read only when one is given, so seqio is imported only then)."""
+  if not isinstance(converter, InputLayout):
+    converter = _layout_of_converter(converter)
+  lengths = packing.check_lengths(lengths, what="TASK_FEATURE_LENGTHS")
+  if set(lengths) != {"inputs", "targets"}:
+    raise ValueError(f"TASK_FEATURE_LENGTHS {dict(lengths)} must give exactly 'inputs' and 'targets'")
+  return BatchConfig(converter.model_type, converter.pack, lengths, batch_size, converter.block_size,
+                     converter.loss_on_targets_only)
+
+
+def _layout_of_converter(converter: seqio.FeatureConverter) -> InputLayout:
   import seqio  # pylint: disable=import-outside-toplevel,redefined-outer-name
   if isinstance(converter, seqio.PrefixLMFeatureConverter):
     model = "prefix_lm"
@@ -46,12 +93,8 @@ def config_from_converter(converter: seqio.FeatureConverter, lengths: Mapping[st
     raise ValueError(f"feature converter {type(converter).__name__} is not supported for training input: use "
                      "feature_converters.EncDecFeatureConverter or PrefixLMFeatureConverter")
   # Ours name their packer; seqio's own converters only say whether they pack (greedily).
-  pack = getattr(converter, "packer", "greedy" if converter.pack else False)
-  block_size = getattr(converter, "block_size", packing.DEFAULT_BLOCK_SIZE)
-  lengths = packing.check_lengths(lengths, what="TASK_FEATURE_LENGTHS")
-  if set(lengths) != {"inputs", "targets"}:
-    raise ValueError(f"TASK_FEATURE_LENGTHS {dict(lengths)} must give exactly 'inputs' and 'targets'")
-  return BatchConfig(model, pack, lengths, batch_size, block_size,
+  return InputLayout(model, getattr(converter, "packer", "greedy" if converter.pack else False),
+                     getattr(converter, "block_size", packing.DEFAULT_BLOCK_SIZE),
                      getattr(converter, "loss_on_targets_only", True))
 
 
@@ -141,52 +184,3 @@ def convert_block(columns: Mapping[str, Ragged], config: BatchConfig) -> dict[st
   if config.pack:
     out.update(decoder_segment_ids=segments, decoder_positions=positions)
   return out
-
-
-def _concat_chunks(chunks: list[Mapping[str, Ragged]]) -> dict[str, Ragged]:
-  return {k: (np.concatenate([c[k][0] for c in chunks]), np.concatenate([c[k][1] for c in chunks]))
-          for k in chunks[0]}
-
-
-def _split_chunk(chunk: Mapping[str, Ragged], n: int) -> tuple[dict[str, Ragged], dict[str, Ragged]]:
-  """The first `n` examples of a chunk, and the rest."""
-  head, tail = {}, {}
-  for k, (values, lens) in chunk.items():
-    cut = int(lens[:n].sum())
-    head[k], tail[k] = (values[:cut], lens[:n]), (values[cut:], lens[n:])
-  return head, tail
-
-
-def blocks(chunks: Iterable[Mapping[str, Ragged]], block_size: int) -> Iterator[dict[str, Ragged]]:
-  """Re-cuts a stream of example chunks into blocks of exactly `block_size` examples (the last may be short)."""
-  held: list[Mapping[str, Ragged]] = []
-  count = 0
-  for chunk in chunks:
-    while len(next(iter(chunk.values()))[1]):
-      need = block_size - count
-      head, chunk = _split_chunk(chunk, need)
-      held.append(head)
-      count += len(next(iter(head.values()))[1])
-      if count == block_size:
-        yield _concat_chunks(held)
-        held, count = [], 0
-  if count:
-    yield _concat_chunks(held)
-
-
-def batches(chunks: Iterable[Mapping[str, Ragged]], config: BatchConfig) -> Iterator[dict[str, np.ndarray]]:
-  """Batches of `config.batch_size` rows; a last partial batch is dropped (as `drop_remainder=True`)."""
-  # Greedy packing restarts every max(lengths) examples (seqio's batches), so blocks keep to multiples of it.
-  block_size = config.block_size
-  if config.pack == "greedy":
-    step = max(config.lengths.values()) if config.model == "encoder_decoder" else sum(config.lengths.values())
-    block_size = -(-block_size // step) * step
-  held: dict[str, np.ndarray] | None = None
-  for block in blocks(chunks, block_size):
-    rows = convert_block(block, config)
-    held = rows if held is None else {k: np.concatenate([held[k], rows[k]]) for k in rows}
-    count = len(held["decoder_target_tokens"])
-    whole = count - count % config.batch_size
-    for start in range(0, whole, config.batch_size):
-      yield {k: v[start:start + config.batch_size] for k, v in held.items()}
-    held = {k: v[whole:] for k, v in held.items()}

@@ -1,30 +1,25 @@
-"""Per-host training input: this process's shard of a SeqIO mixture -> batches -> global device arrays.
+"""Per-host training input: this process's shard of a mixture -> grain -> batches -> global device arrays.
 
 Each host reads its input shard of the mixture (`flan_jax.data_layout`: hosts of one data-parallel replica read the
-same shard; `streaming`: tasks sampled by rate, rendered and tokenized in Python) and packs it into batches of the
-shard's rows as the configured feature converter lays them out (`host_batches`); the trainer assembles global
-arrays from the host-local rows.
-The iterator's state is the number of batches consumed (plus what identifies the stream); restoring rebuilds the
-same deterministic stream and skips exactly that many batches, so a resumed run sees the batches an uninterrupted
-run would. With `input_process`, a mixture of Flan tasks (and token tasks) is rendered in a child process without
-seqio or TensorFlow (`input_process.py`): the same batches, with the pipeline's memory and CPU outside the trainer's
-process.
+same shard). `input_spec` validates the names, lengths and data, and gathers what grain's workers need
+(`pipeline.blocks.InputSpec`); `host_iterator` gives the host's batches (`pipeline.host_input`), whose state is saved
+with each checkpoint and restored at the same cost at any position; `DevicePrefetcher` assembles global arrays from
+the host-local rows ahead of the step.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
-import itertools
 import queue
 import sys
 import threading
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
-import seqio
 
-from flan_jax.data import host_batches, input_process as input_process_lib, mixing, registry, streaming, token_tasks
+from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data import host_batches, mixing, registry, tfds_source, token_tasks
+from flan_jax.data.pipeline import blocks, host_input, schedule, sources
 from flan_jax.data_layout import HostDataLayout
 
 
@@ -87,7 +82,7 @@ def register_mixture(name: str | None, components: Any, binding: str) -> None:
   mixing.add_mixture(name, components)
 
 
-def batch_config(config: InputConfig, feature_converter: seqio.FeatureConverter,
+def batch_config(config: InputConfig, layout: host_batches.InputLayout | Any,
                  shard: HostDataLayout) -> host_batches.BatchConfig:
   """This host's batch layout (`shard.rows` rows); errors name the binding."""
   check_mixture(config.mixture_or_task_name)
@@ -95,114 +90,58 @@ def batch_config(config: InputConfig, feature_converter: seqio.FeatureConverter,
     raise InputConfigError(f"BATCH_SIZE={config.batch_size} is not {shard.num_shards} input shards of "
                            f"{shard.rows} rows")
   try:
-    return host_batches.config_from_converter(feature_converter, config.task_feature_lengths, shard.rows)
+    return host_batches.config_from_converter(layout, config.task_feature_lengths, shard.rows)
   except ValueError as e:
     raise InputConfigError(str(e)) from None
 
 
-def host_batches_of(config: InputConfig, feature_converter: seqio.FeatureConverter,
-                    shard: HostDataLayout) -> Iterator[dict[str, np.ndarray]]:
-  """This host's batches (`shard.rows` rows of shard `shard.shard_index`), endless unless num_epochs is set."""
-  layout = batch_config(config, feature_converter, shard)
-  examples = streaming.mixture_examples(config.mixture_or_task_name, stream_config(config, shard))
-  return host_batches.batches(examples, layout)
+def input_spec(config: InputConfig, layout: host_batches.InputLayout | Any,
+               shard: HostDataLayout) -> blocks.InputSpec:
+  """What decides this host's input (hosts of one input shard get the same), validated: names, lengths, rates, and
+  every task's data present (a missing file fails here, before any compile, naming the download command)."""
+  batch = batch_config(config, layout, shard)
+  rates = mixing.rates(config.mixture_or_task_name)
+  tasks = {t: sources.for_workers(t, config.split, config.task_feature_lengths, config.use_cached)
+           for t, r in rates.items() if r > 0}
+  sizes = None
+  if config.num_epochs is not None:
+    sizes = {t: sources.open_source(spec, config.seed, False, config.split).size() for t, spec in tasks.items()}
+    empty = sorted(t for t, n in sizes.items() if not n)
+    if empty:
+      raise InputConfigError(f"MIXTURE_OR_TASK_NAME={config.mixture_or_task_name!r}: task(s) {empty} have no "
+                             f"examples in split {config.split!r}")
+  try:
+    sched = schedule.Schedule.of({t: rates[t] for t in tasks}, sizes, config.seed, shard.shard_index,
+                                 shard.num_shards, config.num_epochs)
+  except ValueError as e:
+    raise InputConfigError(f"MIXTURE_OR_TASK_NAME={config.mixture_or_task_name!r}: {e}") from None
+  return blocks.InputSpec(tasks, sched, batch, config.seed, config.shuffle, config.split,
+                          str(data_dir_lib.data_dir()), str(tfds_source.tfds_data_dir()))
 
 
-def stream_config(config: InputConfig, shard: HostDataLayout) -> streaming.StreamConfig:
-  """What decides this host's example stream (hosts of one input shard read the same one)."""
-  return streaming.StreamConfig(
-      lengths=dict(config.task_feature_lengths), seed=config.seed, shuffle=config.shuffle,
-      num_epochs=config.num_epochs, shard_index=shard.shard_index, num_shards=shard.num_shards, split=config.split,
-      use_cached=config.use_cached)
-
-
-class ResumableIterator:
-  """Numpy batches from a deterministic stream; `state()` / `restore(state)` by replaying and skipping exactly.
-
-  `feature_lengths`: every feature of a batch and its length (the batches are int32 [rows, length]).
-  `make_batches(skip)` gives the stream's batches after the first `skip`; replaying renders and packs the skipped
-  batches again (no device work): the stream is a pure function of the config, so this is exactly where an
-  uninterrupted run would be.
-  """
-
-  def __init__(self, make_batches: Callable[[int], Iterator[dict[str, np.ndarray]]], identity: Mapping[str, Any],
-               feature_lengths: Mapping[str, int], start: int = 0):
-    self._make_batches = make_batches
-    self.identity = dict(identity)
-    self.feature_lengths = dict(feature_lengths)
-    self._it = None
-    self._reset(start)
-
-  def _reset(self, start: int) -> None:
-    self.close()
-    self._it = None  # made at the first read, so a restore right after construction starts one stream, not two
-    self.consumed = start
-
-  def close(self) -> None:
-    """Ends the current stream's input process, if it has one."""
-    if isinstance(self._it, input_process_lib.ProcessBatches):
-      self._it.close()
-
-  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    if self._it is None:
-      self._it = self._make_batches(self.consumed)
-    batch = next(self._it)
-    self.consumed += 1
-    return batch
-
-  def state(self, consumed: int | None = None) -> dict[str, Any]:
-    return dict(self.identity, batches_consumed=self.consumed if consumed is None else consumed)
-
-  def restore(self, state: Mapping[str, Any]) -> None:
-    mismatched = {k: (state.get(k), v) for k, v in self.identity.items()
-                  if k != "num_shards" and state.get(k) != v}
-    if mismatched:
-      raise InputConfigError(
-          f"the checkpoint's dataset state does not match this run's input: {mismatched} (saved, now)")
-    if state.get("num_shards") != self.identity.get("num_shards"):
-      print(f"warning: resuming with {self.identity.get('num_shards')} input shards where the checkpoint had "
-            f"{state.get('num_shards')}; per-host shards differ, so the batch stream differs", file=sys.stderr)
-    self._reset(int(state["batches_consumed"]))
-
-
-def host_iterator(config: InputConfig, feature_converter: seqio.FeatureConverter, shard: HostDataLayout,
-                  input_process: bool = False) -> ResumableIterator:
-  """This process's resumable batches; with `input_process`, rendered in a child process when every task of the
-  mixture is a Flan or token task (else here, with a note saying why)."""
+def host_iterator(config: InputConfig, layout: host_batches.InputLayout | Any, shard: HostDataLayout,
+                  workers: int = 2) -> host_input.HostBatches:
+  """This process's resumable batches, computed by `workers` grain processes (0: here)."""
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
               "seed": config.seed, "split": config.split, "num_shards": shard.num_shards,
               "task_feature_lengths": dict(config.task_feature_lengths)}
-  layout = batch_config(config, feature_converter, shard)  # validates before any compile
-  job, why = None, ""
-  if input_process:
-    job, why = input_process_lib.job_for(mixing.rates(config.mixture_or_task_name),
-                                         stream_config(config, shard), layout)
-  if input_process and job is None:
-    print(f"note: {config.mixture_or_task_name} is rendered in the training process: {why}", file=sys.stderr)
-  if job is not None:
-    make = functools.partial(input_process_lib.ProcessBatches, job)
-  else:
-    def make(skip: int) -> Iterator[dict[str, np.ndarray]]:
-      return itertools.islice(host_batches_of(config, feature_converter, shard), skip, None)
-  return ResumableIterator(make, identity, host_batches.feature_lengths(layout))
+  return host_input.HostBatches(input_spec(config, layout, shard), identity, workers)
 
 
 class DevicePrefetcher:
   """Turns host batches into global device arrays on a background thread, `depth` batches ahead.
 
-  `consumed` counts the batches handed to the caller, which is what a checkpoint must record (batches still
-  in the queue were read from the host iterator but not trained on).
+  Each queued batch carries the input's state after it, so `state()` is where the batches handed to the caller end
+  (batches still in the queue were read from the host input but not trained on).
   """
 
   _DONE = object()
 
-  def __init__(self, iterator: ResumableIterator, place: Callable[[dict[str, np.ndarray]], Any], depth: int = 2):
+  def __init__(self, iterator: host_input.HostBatches, place: Callable[[dict[str, np.ndarray]], Any],
+               depth: int = 2):
     self._iterator = iterator
     self._place = place
-    self.consumed = iterator.consumed
+    self._state = iterator.state()
     self._queue: queue.Queue = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._work, daemon=True)
@@ -221,7 +160,7 @@ class DevicePrefetcher:
   def _work(self) -> None:
     try:
       for batch in self._iterator:
-        if not self._put(self._place(batch)):
+        if not self._put((self._place(batch), self._iterator.state())):
           return
       self._put(self._DONE)
     except BaseException as e:  # noqa: BLE001 - re-raised in the consumer thread
@@ -236,15 +175,13 @@ class DevicePrefetcher:
       raise StopIteration
     if isinstance(item, BaseException):
       raise item
-    self.consumed += 1
-    return item
+    batch, self._state = item
+    return batch
 
   def state(self) -> dict[str, Any]:
-    return self._iterator.state(self.consumed)
+    return dict(self._state)
 
   def close(self) -> None:
-    # Join rather than leave the daemon thread inside the input (a task read through TF among it): a thread
-    # killed inside TF at interpreter exit aborts the process ("FATAL: exception not rethrown").
     self._stop.set()
-    self._iterator.close()  # an input process ends now, so a read blocked on it returns
     self._thread.join(timeout=120)
+    self._iterator.close()  # grain's workers end once nothing reads from them

@@ -4,9 +4,9 @@ A `FlanDataset` says where rows come from (a generator of feature dicts), which 
 them, and the `_task_name` / `_task_source` it carries. `flan_variants` / `niv2_variants` list the variants
 FLAN registers (zero-shot with and without options, few-shot template_0/1/2, mix and 0to10), and
 `register_variants` adds one `FlanTask` per variant to `TASKS` and tells the catalog's mirrors (`MIRRORS`: seqio's
-registries once `seqio_tasks` is imported, as `import tasks` does unless $FLAN_JAX_SEQIO is 0). Rendering (`render`) is plain Python: this module imports neither seqio nor TensorFlow, so a
-process that only renders (the data benchmark, an input process) stays small. Sharding happens at the source,
-before any rendering.
+registries once `seqio_tasks` is imported, as `import tasks` does unless $FLAN_JAX_SEQIO is 0). Rendering
+(`flan_render`) is plain Python: this module imports neither seqio nor TensorFlow, so a process that only renders (a
+grain worker of the training input) stays small.
 
 Muffin / T0-SF / Dialog reuse this: build a `FlanDataset` whose `rows` yields the fields the templates
 read (for multiple-choice tasks: `options` list + `answer`, with `has_options=True`).
@@ -14,12 +14,9 @@ read (for multiple-choice tasks: `options` list + `answer`, with `has_options=Tr
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import itertools
 import os
 import random
-import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from flan_jax.data import data_dir as data_dir_lib
@@ -138,7 +135,7 @@ def niv2_variants(key: str = "natinst_v2", templates: tpl.Templates | None = Non
 # --------------------------------------------------------------------------------------------------
 # Rendering.
 
-def _with_options(features: dict, dataset: FlanDataset, random_options: bool, rng_key: str,
+def with_options(features: dict, dataset: FlanDataset, random_options: bool, rng_key: str,
                   templates: tpl.Templates) -> dict:
   if not dataset.has_options:
     return features
@@ -149,19 +146,6 @@ def _with_options(features: dict, dataset: FlanDataset, random_options: bool, rn
   else:
     features["options_"] = tpl.format_options(features["options"])
   return features
-
-
-def _grouped(rows: Rows, n_templates: int) -> Iterator[tuple[int, int, int, dict]]:
-  """(position, template index, row id, features): row i of each group of n gets template i; a
-  trailing partial group is dropped, as FLAN's batch-apply-template does."""
-  pos = 0
-  while True:
-    group = list(itertools.islice(rows, n_templates))
-    if len(group) < n_templates:
-      return
-    for i, (row_id, features) in enumerate(group):
-      yield pos, i, row_id, features
-      pos += 1
 
 
 class TaskCounter:
@@ -181,171 +165,10 @@ dropped_queries = TaskCounter()
 filtered_rows = TaskCounter()
 
 
-def render(dataset: FlanDataset, variant: Variant, task: str, seed: int = 0, shard_index: int = 0,
-           num_shards: int = 1, shuffle_buffer: int = 0, epoch: int = 0) -> Iterator[dict[str, Any]]:
-  """The examples of one task variant, as strings, in source order; shard k of n takes the rows at
-  positions k, k + n, ... (before few-shot filtering, so shards stay disjoint and covering).
-
-  With `shuffle_buffer`, the shard's raw rows (not rendered examples: a fraction of the memory, and
-  nothing is rendered to fill the buffer) pass a seeded shuffle buffer first, drawn anew each `epoch`;
-  templates stay assigned by source position, and exemplar batches are drawn in the shuffled order.
-  """
-  templates = tpl.load_templates()
-  dataset.check_available()
-  constants = dict(dataset.constants()) if dataset.constants else {}
-  meta = {"_task_name": dataset.task_name, "_task_source": dataset.task_source,
-          "_template_type": variant.template_type}
-  pats = variant.patterns
-  cfg = variant.few_shot
-  exemplar_seed = seed if epoch == 0 else f"{seed}.{epoch}"
-  exemplar_batches = _exemplar_batches(dataset, variant, exemplar_seed, constants,
-                                       templates) if cfg else None
-  token_counts: dict = {}  # (row id, template) -> (tokens(x), tokens(y)), for this pass only
-  stream = _grouped(dataset.rows(), len(pats))
-  if shuffle_buffer:
-    stream = fewshot.shuffle_buffer((r for r in stream if r[0] % num_shards == shard_index),
-                                    shuffle_buffer, random.Random(f"rows:{seed}:{task}:{epoch}"))
-  for pos, idx, row_id, features in stream:
-    batch = next(exemplar_batches, None) if exemplar_batches is not None else None
-    if not shuffle_buffer and pos % num_shards != shard_index:
-      continue
-    if constants:
-      features = {**constants, **features}
-    features = _with_options(features, dataset, variant.random_options, f"{seed}:{task}:{pos}",
-                             templates)
-    inputs = tpl.fill(pats[idx][0], features)
-    targets = tpl.fill(pats[idx][1], features)
-    if cfg is not None:
-      if batch is None:
-        raise ValueError(f"task {task}: the train split has fewer than {cfg.num_shots} rows for "
-                         f"{cfg.num_shots}-shot exemplars")
-      query = inputs + cfg.x_y_delimiter
-      kept = fewshot.select(query, idx, [e() for e in batch if _same_or_any(e, idx, cfg)], cfg,
-                            query_key=None if variant.random_options else (row_id, idx),
-                            cache=token_counts)
-      if not kept:
-        dropped_queries.add(task)
-        continue
-      inputs, targets = fewshot.assemble(query, targets, kept, features, cfg)
-    yield {"inputs": inputs, "targets": targets, "_template_idx": idx, **meta}
-
-
-def _same_or_any(lazy_exemplar, idx: int, cfg: fewshot.FewShotConfig) -> bool:
-  return not cfg.prune_by_template or lazy_exemplar.template_idx == idx
-
-
-class _LazyExemplar:
-  """An exemplar rendered only if the template filter keeps it (x_shot keeps ~1 in 10)."""
-  __slots__ = ("template_idx", "_make")
-
-  def __init__(self, template_idx: int, make: Callable[[], fewshot.Exemplar]):
-    self.template_idx = template_idx
-    self._make = make
-
-  def __call__(self) -> fewshot.Exemplar:
-    return self._make()
-
-
-EXEMPLAR_CACHE_ROWS = 200_000
-
-
-class _ExemplarRowCache:
-  """Keeps the parsed rows of an exemplar stream after its first epoch, so later epochs (x_shot reads 25
-  rows a query: ~25 epochs a pass) do not parse the file again. Streams reserve their rows from one
-  budget of `max_rows` in all (released when the stream closes); a stream the budget cannot hold
-  re-reads its file each epoch as before. The rows, hence the examples, are the same either way."""
-
-  def __init__(self, max_rows: int):
-    self.max_rows = max_rows
-    self.reserved = 0
-    self._lock = threading.Lock()
-
-  def _reserve(self, n: int) -> bool:
-    with self._lock:
-      if self.reserved + n > self.max_rows:
-        return False
-      self.reserved += n
-      return True
-
-  def _release(self, n: int) -> None:
-    with self._lock:
-      self.reserved -= n
-
-  @contextlib.contextmanager
-  def reader(self, dataset: FlanDataset):
-    """A callable giving each epoch's rows: the file's on the first epoch, the kept list afterwards."""
-    kept: list | None = None
-    held = 0
-
-    def first_epoch():
-      nonlocal kept, held
-      collected: list = []
-      for row in dataset.rows():
-        if collected is not None:
-          collected.append(row)
-          if len(collected) > self.max_rows:
-            collected = None  # too big to keep at all; stop collecting early
-        yield row
-      if collected is not None and self._reserve(len(collected)):
-        kept, held = collected, len(collected)
-
-    def rows() -> Rows:
-      return iter(kept) if kept is not None else first_epoch()
-
-    try:
-      yield rows
-    finally:
-      self._release(held)
-
-
-_exemplar_rows = _ExemplarRowCache(EXEMPLAR_CACHE_ROWS)
-
-
-def _exemplar_batches(dataset: FlanDataset, variant: Variant, seed: int, constants: dict,
-                      templates: tpl.Templates) -> Iterator[list[_LazyExemplar]]:
-  """Batches of `num_shots` exemplars from the train rows, repeated and reshuffled every epoch
-  (shuffle buffer of 1,000 as upstream), templated round-robin in shuffled order."""
-  cfg = variant.few_shot
-  pats = variant.patterns
-
-  def epoch_stream():
-    with _exemplar_rows.reader(dataset) as rows:
-      for epoch in itertools.count():
-        rng = random.Random(f"exemplars:{seed}:{dataset.name}:{epoch}")
-        shuffled = fewshot.shuffle_buffer(rows(), fewshot.SHUFFLE_BUFFER_SIZE, rng)
-        any_row = False
-        for pos, idx, row_id, features in _grouped(shuffled, len(pats)):
-          any_row = True
-          yield _LazyExemplar(idx, _exemplar_maker(dataset, variant, features, idx, row_id, constants,
-                                                   f"ex:{seed}:{epoch}:{pos}", templates))
-        if not any_row:
-          return
-
-  return fewshot.batches(epoch_stream(), cfg.num_shots)
-
-
-def _exemplar_maker(dataset, variant, features, idx, row_id, constants, rng_key, templates):
-  def make() -> fewshot.Exemplar:
-    f = {**constants, **features} if constants else features
-    f = _with_options(f, dataset, variant.random_options, rng_key, templates)
-    inputs, targets = variant.patterns[idx]
-    # Random options make the text depend on the draw, so such exemplars are not cached by row.
-    key = None if variant.random_options else (row_id, idx)
-    return fewshot.Exemplar(tpl.fill(inputs, f) + variant.few_shot.x_y_delimiter,
-                            tpl.fill(targets, f), idx, key)
-  return make
-
-
 # --------------------------------------------------------------------------------------------------
 # The catalog of registered Flan tasks.
 
 SEQIO_ENV = "FLAN_JAX_SEQIO"
-SOURCE_SHUFFLE_BUFFER = 1000  # raw rows per task when shuffling (seqio's default, but of rows)
-# Within a mixture the per-task buffers share a budget: a task buffers rows in proportion to its share
-# of the mixture, between MIN_SHUFFLE_ROWS and SOURCE_SHUFFLE_BUFFER, so a mixture of n tasks buffers
-# at most SHUFFLE_BUDGET_ROWS + n * MIN_SHUFFLE_ROWS rows (not n * 1,000: GBs for ~2,000 tasks).
-SHUFFLE_BUDGET_ROWS = 100_000
-MIN_SHUFFLE_ROWS = 32
 
 
 def registers_with_seqio() -> bool:
@@ -432,14 +255,3 @@ def mix_separators() -> dict[str, str]:
   """The example separator chosen for each registered `_mix*_five_shot` few-shot task."""
   return {name: t.variant.few_shot.example_separator for name, t in TASKS.items()
           if t.variant.few_shot is not None and "_template_mix" in t.variant.suffix}
-
-
-def shuffle_plan(shares: Mapping[str, float], budget: int | None = None) -> dict[str, int]:
-  """Rows each task buffers when shuffling, from its share of the mixture (shares need not sum to 1);
-  `budget` defaults to SHUFFLE_BUDGET_ROWS."""
-  budget = SHUFFLE_BUDGET_ROWS if budget is None else budget
-  total = sum(shares.values())
-  if total <= 0:
-    raise ValueError(f"shuffle plan: mixture rates sum to {total}")
-  return {t: max(MIN_SHUFFLE_ROWS, min(SOURCE_SHUFFLE_BUFFER, round(budget * r / total)))
-          for t, r in shares.items()}

@@ -1,6 +1,6 @@
 """Flan tasks and mixtures as seqio Tasks and Mixtures: the adapter from `registry.TASKS` / `mixing.MIXTURES`.
 
-A Flan task's seqio source renders in Python (`registry.render`), tokenizes what it renders in batches (one
+A Flan task's seqio source renders in Python (`flan_render.render`), tokenizes what it renders in batches (one
 SentencePiece call per batch, ids equal to seqio's tokenize) and hands whole batches to
 `tf.data.Dataset.from_generator`, split back into examples in TF, so neither the per-example Python->TF conversion
 nor seqio's per-example tokenize map is paid. The task then only appends EOS after trimming (`TOKENIZE`).
@@ -12,8 +12,6 @@ unless $FLAN_JAX_SEQIO is 0.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import itertools
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -22,6 +20,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from flan_jax.data import flan_render
 from flan_jax.data import mixing
 from flan_jax.data import registry
 from flan_jax.data import seqio_denoisers
@@ -32,24 +31,6 @@ if TYPE_CHECKING:
   from flan_jax.data import ul2r
 
 ENCODE_BATCH = 128
-_shuffle_plan: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar(
-    "flan_shuffle_plan", default=None)
-
-
-@contextlib.contextmanager
-def shuffle_budget(plan: Mapping[str, int]):
-  """Sources built inside (`FlanDataSource.get_dataset`) take their buffer size from `plan`."""
-  token = _shuffle_plan.set(plan)
-  try:
-    yield
-  finally:
-    _shuffle_plan.reset(token)
-
-
-def shuffle_rows(task: str) -> int:
-  """The raw-row shuffle buffer of `task`: its share of the mixture being built, else the default."""
-  plan = _shuffle_plan.get()
-  return registry.SOURCE_SHUFFLE_BUFFER if plan is None else plan.get(task, registry.SOURCE_SHUFFLE_BUFFER)
 
 
 def encoded_batches(examples: Iterator[dict[str, Any]],
@@ -101,7 +82,7 @@ class FlanDataSource(seqio.DataSource):
 
   def __init__(self, flan_task: registry.FlanTask):
     self.flan_task = flan_task
-    # The source shuffles its rows itself (a buffer of raw rows per task), so a task registered with
+    # The source shuffles itself (a permutation of the task's rows per epoch), so a task registered with
     # shuffle_buffer_size=None holds no buffer of rendered, tokenized examples: with seqio's default
     # per-task buffer of 1,000 such examples, memory and start-up work grow with the mixture.
     super().__init__(splits=("train",), performs_internal_shuffling=True)
@@ -131,12 +112,11 @@ class FlanDataSource(seqio.DataSource):
     task.dataset.check_available()  # fail here, with the download command, not inside TF
     index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
     seed = 0 if seed is None else int(seed)
-    buffer = shuffle_rows(task.name) if shuffle else 0
     epochs = itertools.count()  # seqio repeats the dataset by calling the generator again
 
     def batches():
-      return encoded_batches(registry.render(task.dataset, task.variant, task.name, seed, index, count,
-                                             shuffle_buffer=buffer, epoch=next(epochs)))
+      return encoded_batches(flan_render.render(task.dataset, task.variant, task.name, seed, index, count,
+                                                shuffle=shuffle, epoch=next(epochs)))
 
     # Whole batches cross from Python into TF (one conversion per batch, not per example), then
     # are split back into examples in TF.
@@ -160,20 +140,11 @@ def add_task(flan_task: registry.FlanTask) -> None:
                          metric_fns=list(flan_task.metric_fns), shuffle_buffer_size=None)
 
 
-class BudgetedMixture(seqio.Mixture):
-  """A seqio Mixture whose Flan tasks share one budget of shuffle-buffer rows (by mixture share,
-  `registry.shuffle_plan`), so the buffered rows stay bounded however many tasks it holds."""
-
-  def get_dataset(self, *args, **kwargs):
-    with shuffle_budget(registry.shuffle_plan(mixing.rates(self.name))):
-      return super().get_dataset(*args, **kwargs)
-
-
 def add_mixture(name: str, parts: Sequence[tuple[str, float | Callable[[seqio.Task], float]]]) -> None:
-  """Registers (or re-registers) a mixture of (task or mixture name, rate) as a BudgetedMixture."""
+  """Registers (or re-registers) a mixture of (task or mixture name, rate)."""
   if name in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, list(parts), mixture_cls=BudgetedMixture)
+  seqio.MixtureRegistry.add(name, list(parts))
 
 
 def add_ul2r_task(task: ul2r.Ul2rTask) -> None:

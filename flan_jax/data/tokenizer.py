@@ -1,6 +1,6 @@
 """The T5 SentencePiece processor (cc_all.32000, 100 extra ids), built as seqio builds it but without seqio.
 
-The rendering path (`streaming`, `fewshot`) needs only token ids; importing seqio for them would pull TensorFlow into
+The rendering path (`flan_render`, `fewshot`, the grain workers) needs only token ids; importing seqio for them would pull TensorFlow into
 every process that renders (~860 MB resident). The extra ids are added to the model as user-defined pieces,
 `<extra_id_99>` first, exactly as `seqio.SentencePieceVocabulary` does, so a text that spells one (`<extra_id_0>`)
 encodes to the same ids here and in seqio.
@@ -25,6 +25,12 @@ _load_lock = threading.Lock()  # loading from a serialized proto is not thread-s
 
 def processor() -> sentencepiece.SentencePieceProcessor:
   """The processor of the data dir's vocabulary (resolved now, so `--data_dir` set before the first use counts)."""
+  return _processor_in(str(data_dir_lib.data_dir()))
+
+
+@functools.cache
+def _processor_in(data_dir: str) -> sentencepiece.SentencePieceProcessor:
+  del data_dir  # the key: `data_file` below resolves the same dir, and checks the file once per dir
   return _processor(str(data_dir_lib.data_file(VOCAB_PATH, source="vocab")))
 
 

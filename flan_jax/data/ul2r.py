@@ -4,31 +4,23 @@ U-PaLM continues training a model on its pretraining text with a mixture of deno
 finetuning. A `Ul2rTask` is that input as a token task (`token_tasks`): the training stream reads it like a Flan
 task, mixes it with others by rate, packs its examples, and renders it in the input process's child.
 
-An epoch of shard k of n reads documents k, k + n, ... of the source (`text_sources`), tokenizes them in batches
-with the T5 vocabulary (`tokenizer`), and denoises each document (`denoisers.denoise_document`) with a numpy
-Generator seeded by (seed, task name, epoch, document index), so an example depends only on those and not on the
-sharding or on the other tasks; EOS is appended to both features. Examples then pass a shuffle buffer seeded by
-(seed, task, epoch, shard). Segment lengths follow the stream's feature lengths (`denoisers.make_plan`), so nothing
-is trimmed.
+The training input (`pipeline.sources`) draws documents of the source (`text_sources`, read once per process) by
+index, tokenizes them with the T5 vocabulary (`tokenizer`) and denoises each (`examples_of`:
+`denoisers.denoise_document`) with a numpy Generator seeded by (seed, task name, epoch, document index), so an
+example depends only on those; EOS is appended to both features. Segment lengths follow the stream's feature
+lengths (`denoisers.make_plan`), so nothing is trimmed. A draw of the task is one document, so mixing rates count
+documents.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
-import random
-import zlib
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from flan_jax.data import denoisers as denoisers_lib
-from flan_jax.data import fewshot, registry, text_sources, token_tasks, tokenizer
-
-if TYPE_CHECKING:
-  from flan_jax.data.streaming import StreamConfig
-
-ENCODE_BATCH = 64  # documents tokenized per SentencePiece call
+from flan_jax.data import registry, text_sources, token_tasks, tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,28 +36,23 @@ class Ul2rTask:
   def for_child(self) -> Ul2rTask:
     return dataclasses.replace(self, source=self.source.resolve())
 
-  def examples(self, config: StreamConfig, shuffle_rows: int, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    plan = t5_plan(self.denoisers, config.lengths)
-    mine = ((j, doc) for j, doc in enumerate(self.source.documents(config.split))
-            if j % config.num_shards == config.shard_index)
-    key = [int(config.seed) % (1 << 64), zlib.crc32(self.name.encode()), epoch]  # numpy seeds are non-negative
-    stream = _denoised(mine, plan, key)
-    if shuffle_rows:
-      stream = fewshot.shuffle_buffer(stream, shuffle_rows, random.Random(
-          f"ul2r:{config.seed}:{self.name}:{epoch}:{config.shard_index}"))
-    return stream
+  def documents(self, split: str) -> list[str]:
+    """The source's documents, read once per process."""
+    return _documents(self.source, split)
+
+  def examples_of(self, ids: np.ndarray, key: list[int],
+                  lengths: Mapping[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (inputs, targets) with EOS of one tokenized document, denoised with a Generator seeded by `key`."""
+    eos = np.array([tokenizer.EOS_ID], np.int32)
+    rng = np.random.default_rng(key)
+    return [(np.concatenate([inputs, eos]), np.concatenate([targets, eos]))
+            for _, inputs, targets in denoisers_lib.denoise_document(np.asarray(ids, np.int32),
+                                                                      t5_plan(self.denoisers, lengths), rng)]
 
 
-def _denoised(documents: Iterator[tuple[int, str]], plan: denoisers_lib.Plan,
-              key: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """(inputs, targets) with EOS of each (index, text) document, its Generator seeded by `key` + its index."""
-  sp = tokenizer.processor()
-  eos = np.array([tokenizer.EOS_ID], np.int32)
-  while batch := list(itertools.islice(documents, ENCODE_BATCH)):
-    for (index, _), ids in zip(batch, sp.encode([text for _, text in batch])):
-      rng = np.random.default_rng(key + [index])
-      for _, inputs, targets in denoisers_lib.denoise_document(np.asarray(ids, np.int32), plan, rng):
-        yield np.concatenate([inputs, eos]), np.concatenate([targets, eos])
+@functools.lru_cache(maxsize=8)
+def _documents(source: text_sources.TextSource, split: str) -> list[str]:
+  return list(source.documents(split))
 
 
 def t5_vocab() -> denoisers_lib.Vocab:

@@ -287,12 +287,15 @@ class MultiHeadAttention(nn.Module):
           step_pos = jnp.broadcast_to(cur_index, (batch,))[:, None]
           query = rotate_half_rope(query, step_pos, self.rope_theta)
           key = rotate_half_rope(key, step_pos, self.rope_theta)
-        one_hot = jax.nn.one_hot(cur_index, length, dtype=key.dtype)  # [length] or [b, length]
-        if self.per_example_cache_index:
-          one_hot = one_hot[:, None, None, :]
-        keep = 1 - one_hot  # overwrite (not add to) whatever the slot held
-        key = cached_key.value * keep + jnp.moveaxis(key, -3, -1) * one_hot
-        value = cached_value.value * keep + jnp.moveaxis(value, -3, -1) * one_hot
+        if self.per_example_cache_index:  # rows write at their own positions
+          one_hot = jax.nn.one_hot(cur_index, length, dtype=key.dtype)[:, None, None, :]
+          keep = 1 - one_hot  # overwrite (not add to) whatever the slot held
+          key = cached_key.value * keep + jnp.moveaxis(key, -3, -1) * one_hot
+          value = cached_value.value * keep + jnp.moveaxis(value, -3, -1) * one_hot
+        else:  # one slot for all rows: written in place, not a pass over the whole cache
+          key = jax.lax.dynamic_update_slice_in_dim(cached_key.value, jnp.moveaxis(key, -3, -1), cur_index, axis=-1)
+          value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, jnp.moveaxis(value, -3, -1), cur_index,
+                                                      axis=-1)
         cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + 1
         key, value = jnp.moveaxis(key, -1, -3), jnp.moveaxis(value, -1, -3)

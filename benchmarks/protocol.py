@@ -1,0 +1,142 @@
+"""The protocol every speed benchmark in this directory follows, so that its figures can be compared.
+
+1. The 1-minute load average is printed at the start and at the end; a run that starts above 0.3 per core (0.6 on
+   2 cores) is marked NOT COMPARABLE: run it through `../shared/tools/quiet`, which waits for a quiet machine.
+2. Both sides get one intra-op thread per core: torch through `torch.set_num_threads`, XLA:CPU through
+   $PJRT_NPROC (the size of its intra-op thread pool) and `--xla_cpu_multi_thread_eigen=true` in $XLA_FLAGS, both
+   set before jax is imported unless the user set them. The thread counts in force are printed.
+3. The sides run alternately, A B A B ..., for at least 3 rounds after one warm-up call of each (the compile and
+   first call, reported apart). Every round's figure is printed, then each side's median and the median and
+   spread (min-max) of the per-round ratios A/B: one pair of runs is never the result.
+
+A script calls `use_cores` before importing jax, `header` before its first measurement, `interleaved` and `summary`
+per comparison, and `footer` at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+LOAD_PER_CORE = 0.3  # above this 1-minute load average per core at start, figures are not comparable
+MIN_ROUNDS = 3
+
+
+def cores() -> int:
+  """The cores this process may run on (what `nproc` says)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_average() -> float:
+  return os.getloadavg()[0]
+
+
+def use_cores(n: int) -> None:
+  """XLA:CPU gets an intra-op pool of `n` threads, used by its Eigen kernels too; keeps what the user set.
+
+  Call before jax is imported: the CPU client reads $PJRT_NPROC and $XLA_FLAGS when it starts.
+  """
+  if "jax" in sys.modules:
+    raise RuntimeError("protocol.use_cores must run before jax is imported")
+  os.environ.setdefault("PJRT_NPROC", str(n))
+  os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+
+
+def torch_threads(n: int) -> int:
+  """Sets torch's intra-op threads to `n`; returns the count in force."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(n)
+  return torch.get_num_threads()
+
+
+def xla_pool_threads(tasks: str = "/proc/self/task") -> int:
+  """Threads of XLA:CPU's intra-op pool running in this process (they exist once jax's CPU backend has started)."""
+  count = 0
+  for tid in os.listdir(tasks):
+    with open(f"{tasks}/{tid}/comm") as f:
+      count += "XLAEigen" in f.read()
+  return count
+
+
+def print_threads(torch_count: int | None) -> None:
+  """Prints the thread counts in force; call after jax's backend has started (e.g. after `jax.devices()`)."""
+  line = (f"threads: XLA intra-op pool {xla_pool_threads()} (PJRT_NPROC={os.environ.get('PJRT_NPROC')}, "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
+  if torch_count is not None:
+    line += f", torch {torch_count}"
+  print(line)
+
+
+def header(n: int) -> bool:
+  """Prints the load average at start and whether the figures to come can be compared; returns that verdict."""
+  load, limit = load_average(), LOAD_PER_CORE * n
+  print(f"load average at start: {load:.2f} on {n} cores")
+  comparable = load <= limit
+  if not comparable:
+    print(f"NOT COMPARABLE (load {load:.2f} above {limit:.1f} on {n} cores; run through ../shared/tools/quiet)")
+  return comparable
+
+
+def footer(comparable: bool) -> float:
+  """Prints the load average at end (this run's own threads count in it) and repeats a NOT COMPARABLE verdict."""
+  load = load_average()
+  print(f"load average at end: {load:.2f}")
+  if not comparable:
+    print("NOT COMPARABLE: the load at start was above the threshold (see the first lines)")
+  return load
+
+
+def rate(work: Callable[[], object], amount: float) -> Callable[[], float]:
+  """A measure function: runs `work` once and returns `amount` (tokens, prompts, FLOPs ...) per second of it."""
+
+  def measure() -> float:
+    start = time.perf_counter()
+    work()
+    return amount / (time.perf_counter() - start)
+
+  return measure
+
+
+def interleaved(sides: dict[str, Callable[[], float]], rounds: int, unit: str) -> dict[str, list[float]]:
+  """Calls each side's measure function once to warm up, then `rounds` times alternately (A B A B ...).
+
+  Prints the warm-up seconds and every round's figures; returns each side's figures per round.
+  """
+  if rounds < MIN_ROUNDS:
+    raise ValueError(f"rounds={rounds}: at least {MIN_ROUNDS} rounds, one pair of runs is not a result")
+  warmup = {}
+  for name, measure in sides.items():
+    start = time.perf_counter()
+    measure()
+    warmup[name] = time.perf_counter() - start
+  print("warm-up (compile + first call, excluded): " + ", ".join(f"{k} {s:.2f}s" for k, s in warmup.items()))
+  figures: dict[str, list[float]] = {name: [] for name in sides}
+  for index in range(rounds):
+    for name, measure in sides.items():
+      figures[name].append(measure())
+    print(f"round {index + 1}: " + ", ".join(f"{k} {v[-1]:.2f} {unit}" for k, v in figures.items()))
+  return figures
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+  median_a: float
+  median_b: float
+  ratios: list[float]  # a / b, round by round
+  ratio_median: float
+  ratio_min: float
+  ratio_max: float
+
+
+def summary(figures: dict[str, list[float]], a: str, b: str, unit: str) -> Summary:
+  """Prints the median of sides `a` and `b` and the median and spread of their per-round ratios a/b."""
+  ratios = [x / y for x, y in zip(figures[a], figures[b])]
+  result = Summary(statistics.median(figures[a]), statistics.median(figures[b]), ratios,
+                   statistics.median(ratios), min(ratios), max(ratios))
+  print(f"median: {a} {result.median_a:.2f} {unit}, {b} {result.median_b:.2f} {unit}; ratio {a}/{b} per round "
+        + " ".join(f"{r:.2f}" for r in ratios)
+        + f", median {result.ratio_median:.2f}x (spread {result.ratio_min:.2f}-{result.ratio_max:.2f}x)")
+  return result
