@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import resource
 import sys
@@ -148,6 +149,7 @@ def run(args, lengths) -> None:
   sizes: list[np.ndarray] = []  # per packed example, in row order
   trace: list[tuple[int, float, float]] = []
   peak = (0.0, 0.0)
+  workers_cpu = 0.0
   config = input_config(args.mixture, lengths, args.seed, args.batch_size)
   start, cpu_start = time.perf_counter(), time.process_time()
   it = train_iterator(config, args.workers) if args.engine == "train" else seqio_batches(
@@ -161,10 +163,11 @@ def run(args, lengths) -> None:
     if len(trace) < examples // args.trace_every:
       trace.append((examples, *process_memory_mb()))
       peak = max(peak, trace[-1][1:])
+      workers_cpu = children_cpu_seconds()  # sampled while they run: they end with the input
     if args.n is not None and examples >= args.n:
       break
   wall = time.perf_counter() - start
-  cpu = time.process_time() - cpu_start + children_cpu_seconds()
+  cpu = time.process_time() - cpu_start + max(workers_cpu, children_cpu_seconds())
   peak = max(peak, process_memory_mb())
   if args.engine == "train":
     it.close()
@@ -202,7 +205,9 @@ def children_cpu_seconds() -> float:
 
 def restore_cost(config, workers: int, batches: int) -> None:
   """The input's state after `batches` batches, restored into a fresh iterator (the batch after it checked against
-  the uninterrupted run's), then a state 100x further along: restoring costs one block either way."""
+  the uninterrupted run's), then a state 100x further along: restoring costs one block either way. The input is
+  endless here (a training run's), so a far position exists."""
+  config = dataclasses.replace(config, num_epochs=None)
   it = train_iterator(config, workers)
   for _ in range(batches):
     next(it)

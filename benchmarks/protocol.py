@@ -56,8 +56,11 @@ def xla_pool_threads(tasks: str = "/proc/self/task") -> int:
   """Threads of XLA:CPU's intra-op pool running in this process (they exist once jax's CPU backend has started)."""
   count = 0
   for tid in os.listdir(tasks):
-    with open(f"{tasks}/{tid}/comm") as f:
-      count += "XLAEigen" in f.read()
+    try:
+      with open(f"{tasks}/{tid}/comm") as f:
+        count += "XLAEigen" in f.read()
+    except FileNotFoundError:
+      continue  # the thread ended after the listing (other libraries' pools come and go)
   return count
 
 

@@ -42,9 +42,9 @@ class _RowsCache:
     self._held = 0
     self._lock = threading.Lock()
 
-  def get(self, dataset: registry.FlanDataset) -> list[tuple[int, dict[str, Any]]]:
+  def get(self, dataset: registry.FlanDataset, dirs: tuple[str, str]) -> list[tuple[int, dict[str, Any]]]:
     # Other data dirs hold other rows; a dataset registered anew (new row readers) may read others too.
-    key = (str(data_dir_lib.data_dir()), str(tfds_source.tfds_data_dir()), dataset)
+    key = (dirs, dataset)
     with self._lock:
       if key in self._rows:
         self._rows.move_to_end(key)
@@ -63,9 +63,15 @@ class _RowsCache:
 _rows_cache = _RowsCache(ROWS_BUDGET)
 
 
-def rows_of(dataset: registry.FlanDataset) -> list[tuple[int, dict[str, Any]]]:
-  """(row id, features) of every row the dataset's reader keeps, in source order."""
-  return _rows_cache.get(dataset)
+def data_dirs() -> tuple[str, str]:
+  """The data dir and the TFDS data dir in force (resolving them costs more than a cached lookup of rows)."""
+  return str(data_dir_lib.data_dir()), str(tfds_source.tfds_data_dir())
+
+
+def rows_of(dataset: registry.FlanDataset, dirs: tuple[str, str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+  """(row id, features) of every row the dataset's reader keeps, in source order, from `dirs` (default: those in
+  force)."""
+  return _rows_cache.get(dataset, dirs or data_dirs())
 
 
 def _seed_words(seed: int | str, task: str) -> list[int]:
@@ -84,7 +90,8 @@ class FlanExamples:
                   "_template_type": variant.template_type}
     self._token_counts: dict = {}
     self._order: tuple[int, np.ndarray] | None = None
-    rows = rows_of(dataset)
+    self._dirs = data_dirs()  # the dirs at construction: examples read the same rows however often asked
+    rows = self._rows()
     t = len(variant.patterns)
     self.n = len(rows) // t * t
 
@@ -109,12 +116,12 @@ class FlanExamples:
     """Example `g` of the task's stream: {"inputs", "targets", "_template_idx", "_task_name", ...}, or None for a
     few-shot query FLAN drops."""
     if not self.n:
-      raise ValueError(f"task {self.task} has no examples ({len(rows_of(self.dataset))} rows, "
+      raise ValueError(f"task {self.task} has no examples ({len(self._rows())} rows, "
                        f"{len(self.variant.patterns)} templates a group)")
     epoch, i = divmod(g, self.n)
     p = self.position(epoch, i)
     idx = p % len(self.variant.patterns)
-    row_id, features = rows_of(self.dataset)[p]
+    row_id, features = self._rows()[p]
     features = self._features(features, f"{self.seed}:{self.task}:{p}")
     inputs = tpl.fill(self.variant.patterns[idx][0], features)
     targets = tpl.fill(self.variant.patterns[idx][1], features)
@@ -141,7 +148,7 @@ class FlanExamples:
     # Fewer other rows than shots: they repeat, as in upstream's exemplar stream, which cycles the split.
     drawn += [rng.randrange(others) for _ in range(cfg.num_shots - len(drawn))] if others else []
     t = len(self.variant.patterns)
-    rows = rows_of(self.dataset)
+    rows = self._rows()
     out = []
     for q in drawn:
       q += q >= p  # skip the query's own row
@@ -156,6 +163,9 @@ class FlanExamples:
       key = None if self.variant.random_options else (row_id, idx)
       out.append(fewshot.Exemplar(tpl.fill(inputs, f) + cfg.x_y_delimiter, tpl.fill(targets, f), idx, key))
     return out
+
+  def _rows(self) -> list[tuple[int, dict[str, Any]]]:
+    return rows_of(self.dataset, self._dirs)
 
   def _features(self, features: dict, options_key: str) -> dict:
     if self._constants:
