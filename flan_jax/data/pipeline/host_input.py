@@ -17,6 +17,7 @@ import grain
 from absl import flags
 import numpy as np
 
+from flan_jax.data import host_batches
 from flan_jax.data.pipeline import blocks as blocks_lib
 
 
@@ -46,7 +47,7 @@ class HostBatches:
     self.spec = spec
     self.identity = dict(identity)
     self.workers = workers
-    self.feature_lengths = blocks_lib.host_batches.feature_lengths(spec.layout)
+    self.feature_lengths = host_batches.feature_lengths(spec.layout)
     self._it: Iterator[dict[str, np.ndarray]] | None = None
     self._seek(0, 0)
 
