@@ -93,12 +93,9 @@ def main() -> None:
   args = parser.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
 
-  cores = protocol.cores()
-  comparable = protocol.header(cores)
-  torch_count = protocol.torch_threads(cores)
+  comparable = protocol.start(with_torch=True)
   print(f"devices: {jax.devices()}; {args.input_len}-token inputs, {args.new_tokens} new tokens, Flan-T5-small "
         f"shapes, batches {batches}")
-  protocol.print_threads(torch_count)
   model, params = build_flan_jax(args.dtype)
   hf_model = build_hf()
   config = inference.DecodeConfig("greedy", args.new_tokens, eos_id=-1)

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   if args.repeats < protocol.MIN_ROUNDS:
     p.error(f"--repeats {args.repeats}: at least {protocol.MIN_ROUNDS}")
-  comparable = protocol.header(protocol.cores())
+  comparable = protocol.start(with_torch=False)
   if args.gin_file:
     from flan_jax.gin_utils import REPO_GIN_DIR
     path = args.gin_file if os.path.exists(args.gin_file) else str(REPO_GIN_DIR / args.gin_file)
@@ -105,7 +105,6 @@ def main(argv=None) -> int:
   params = model.init_variables(jax.random.PRNGKey(0), shapes)
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
-  protocol.print_threads(None)
   print(f"model: {n_params / 1e6:.1f}M params, dtype {cfg.dtype}; batch {args.batch} x ({args.inputs} inputs, "
         f"{args.targets} targets)")
   fwd = lambda p, b: model.loss_fn(p, b, None)[0]

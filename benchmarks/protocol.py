@@ -83,6 +83,18 @@ def header(n: int) -> bool:
   return comparable
 
 
+def start(with_torch: bool) -> bool:
+  """What every script does first: the load verdict (returned), torch's threads when it runs torch, XLA's backend
+  started and both thread counts printed."""
+  import jax  # pylint: disable=import-outside-toplevel  (imported after `use_cores` by the caller already)
+  n = cores()
+  comparable = header(n)
+  torch_count = torch_threads(n) if with_torch else None
+  jax.devices()  # starts XLA's thread pool, so that it can be counted
+  print_threads(torch_count)
+  return comparable
+
+
 def footer(comparable: bool) -> float:
   """Prints the load average at end (this run's own threads count in it) and repeats a NOT COMPARABLE verdict."""
   load = load_average()

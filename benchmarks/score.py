@@ -86,11 +86,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=4)
   parser.add_argument("--batch", type=int, default=8, help="prompts per flan_jax call; pairs per HF forward")
   args = parser.parse_args()
-  cores = protocol.cores()
-  comparable = protocol.header(cores)
-  torch_count = protocol.torch_threads(cores)
-  jax.devices()  # starts XLA's thread pool, so that it can be counted
-  protocol.print_threads(torch_count)
+  comparable = protocol.start(with_torch=True)
 
   from flan_jax import inference
   prompts, options = prompts_and_options(args.prompts)

@@ -145,12 +145,9 @@ def main() -> None:
   parser.add_argument("--gemm", type=int, default=2048, help="side of the square float32 GEMM timed for the peak")
   args = parser.parse_args()
 
-  cores = protocol.cores()
-  comparable = protocol.header(cores)
-  torch_count = protocol.torch_threads(cores)
+  comparable = protocol.start(with_torch=True)
   print(f"jax {jax.__version__}, torch {torch.__version__}; {jax.devices()}")
-  protocol.print_threads(torch_count)
-  fma_peak = fma_peak_flops(cores)
+  fma_peak = fma_peak_flops(protocol.cores())
   config = T5Config(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_layers=8, num_decoder_layers=8,
                     head_dim=64, mlp_dim=1024, mlp_activations=("gelu", "linear"), dropout_rate=0.0)
   batch = make_batch(args.batch, args.inputs, args.targets, config.vocab_size)
