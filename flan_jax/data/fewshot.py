@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
-import threading
 from typing import Callable, Hashable, MutableMapping, Sequence
 
 from flan_jax.data import templates as templates_lib
@@ -50,48 +48,10 @@ def choose_mix_separator(task_name: str, seed: int = 0) -> str:
   return random.Random(f"mix_separator:{seed}:{task_name}").choice(MIX_SEPARATOR_CHOICES)
 
 
-MAX_MEMO_WORDS = 500_000
-_UNSPLITTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-class _TokenCounter:
-  """Token counts with the T5 vocabulary, without EOS, as FLAN's `get_fewshot_num_tokens`.
-
-  The T5 model splits on whitespace before segmenting (no piece holds an inner "▁"), so the count of an
-  ASCII text is the sum of its whitespace-separated words' counts: words are counted once and memoized,
-  which makes re-counting exemplars nearly free. Texts with ASCII control characters other than tab,
-  newline and carriage return (which the normalizer deletes or keeps inside a word) and non-ASCII texts
-  (NFKC may map characters to spaces) are encoded whole.
-  """
-
-  def __init__(self, max_words: int = MAX_MEMO_WORDS):
-    self._lock = threading.Lock()
-    self._words: dict[str, int] = {}
-    self._max_words = max_words
-
-  def __call__(self, texts: Sequence[str]) -> list[int]:
-    sp = tokenizer.processor()
-    whole = [t for t in texts if not _word_countable(t)]
-    counts = dict(zip(whole, (len(ids) for ids in sp.encode(whole, num_threads=1)))) if whole else {}
-    split = [None if t in counts else t.split() for t in texts]
-    with self._lock:  # tf.data may run several tasks' generators in threads
-      words = self._words
-      new = {w for ws in split if ws is not None for w in ws if w not in words}
-      if len(words) + len(new) > self._max_words:
-        words.clear()  # bounded memory: start over rather than grow with the corpus
-        new = {w for ws in split if ws is not None for w in ws}
-      if new:
-        new = list(new)
-        words.update(zip(new, (len(ids) for ids in sp.encode(new, num_threads=1))))
-      get = words.__getitem__
-      return [counts[t] if ws is None else sum(map(get, ws)) for t, ws in zip(texts, split)]
-
-
-def _word_countable(text: str) -> bool:
-  return text.isascii() and _UNSPLITTABLE.search(text) is None
-
-
-count_tokens = _TokenCounter()
+def count_tokens(texts: Sequence[str]) -> list[int]:
+  """Token counts with the T5 vocabulary, without EOS, as FLAN's `get_fewshot_num_tokens` (from the word memo:
+  re-counting exemplars is nearly free)."""
+  return tokenizer.word_pieces().count(texts)
 
 
 def _fits_without_tokenizing(texts: Sequence[str], budget: int) -> bool:

@@ -60,7 +60,18 @@ class _RowsCache:
     return rows
 
 
+  def clear(self) -> None:
+    with self._lock:
+      self._rows.clear()
+      self._held = 0
+
+
 _rows_cache = _RowsCache(ROWS_BUDGET)
+
+
+def release_rows() -> None:
+  """Drops the rows this process holds (read again when next asked)."""
+  _rows_cache.clear()
 
 
 def data_dirs() -> tuple[str, str]:
@@ -74,8 +85,21 @@ def rows_of(dataset: registry.FlanDataset, dirs: tuple[str, str] | None = None) 
   return _rows_cache.get(dataset, dirs or data_dirs())
 
 
-def _seed_words(seed: int | str, task: str) -> list[int]:
-  return [zlib.crc32(str(seed).encode()), zlib.crc32(task.encode())]
+class EpochOrder:
+  """The position epoch e visits i-th: a permutation seeded by (seed, task, e), kept for the epoch in use, or the
+  identity without shuffle. Every task kind (Flan, token, seqio) orders its epochs by it."""
+
+  def __init__(self, task: str, seed: int | str, shuffle: bool, n: int):
+    self._words = [zlib.crc32(str(seed).encode()), zlib.crc32(task.encode())]
+    self._shuffle, self._n = shuffle, n
+    self._order: tuple[int, np.ndarray] | None = None
+
+  def __call__(self, epoch: int, i: int) -> int:
+    if not self._shuffle:
+      return i
+    if self._order is None or self._order[0] != epoch:
+      self._order = (epoch, np.random.default_rng(self._words + [epoch]).permutation(self._n))
+    return int(self._order[1][i])
 
 
 class FlanExamples:
@@ -89,11 +113,11 @@ class FlanExamples:
     self._meta = {"_task_name": dataset.task_name, "_task_source": dataset.task_source,
                   "_template_type": variant.template_type}
     self._token_counts: dict = {}
-    self._order: tuple[int, np.ndarray] | None = None
     self._dirs = data_dirs()  # the dirs at construction: examples read the same rows however often asked
     rows = self._rows()
     t = len(variant.patterns)
     self.n = len(rows) // t * t
+    self._order = EpochOrder(task, seed, shuffle, self.n)
 
   @classmethod
   def of(cls, task: registry.FlanTask, seed: int = 0, shuffle: bool = False) -> FlanExamples:
@@ -105,12 +129,7 @@ class FlanExamples:
 
   def position(self, epoch: int, i: int) -> int:
     """The source position epoch `epoch` visits `i`-th."""
-    if not self.shuffle:
-      return i
-    if self._order is None or self._order[0] != epoch:
-      rng = np.random.default_rng(_seed_words(self.seed, self.task) + [epoch])
-      self._order = (epoch, rng.permutation(self.n))
-    return int(self._order[1][i])
+    return self._order(epoch, i)
 
   def example(self, g: int) -> dict[str, Any] | None:
     """Example `g` of the task's stream: {"inputs", "targets", "_template_idx", "_task_name", ...}, or None for a

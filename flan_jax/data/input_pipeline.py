@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import host_batches, mixing, registry, tfds_source, token_tasks
+from flan_jax.data import flan_render, host_batches, mixing, registry, tfds_source, token_tasks
 from flan_jax.data.pipeline import blocks, host_input, schedule, sources
 from flan_jax.data_layout import HostDataLayout
 
@@ -125,7 +125,10 @@ def host_iterator(config: InputConfig, layout: host_batches.InputLayout | Any, s
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
               "seed": config.seed, "split": config.split, "num_shards": shard.num_shards,
               "task_feature_lengths": dict(config.task_feature_lengths)}
-  return host_input.HostBatches(input_spec(config, layout, shard), identity, workers)
+  spec = input_spec(config, layout, shard)
+  if workers:
+    flan_render.release_rows()  # read here only to count epochs (`num_epochs`): the workers hold their own
+  return host_input.HostBatches(spec, identity, workers)
 
 
 class DevicePrefetcher:

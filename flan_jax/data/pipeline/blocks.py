@@ -20,6 +20,7 @@ from flan_jax.data.pipeline import sources
 
 Ragged = tuple[np.ndarray, np.ndarray]
 FEATURES = ("inputs", "targets")
+_EOS = np.asarray([tokenizer.EOS_ID], np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,28 +88,31 @@ class PackedBlocks:
 
 def examples_to_columns(items: list[sources.Draw], lengths: Mapping[str, int]) -> dict[str, Ragged]:
   """Draws -> trimmed examples as ragged columns, in draw order. Texts (Flan examples, token-task documents) are
-  tokenized by one SentencePiece call; a Flan example gets EOS after trimming (as seqio's `append_eos_after_trim`),
-  a token task's examples and a seqio task's come with theirs."""
+  tokenized in one call; a Flan example gets EOS after trimming (as seqio's `append_eos_after_trim`), a token task's
+  examples and a seqio task's come with theirs."""
   texts = []
   for item in items:
     texts += [item.inputs, item.targets] if isinstance(item, sources.Text) else [
         item.text] if isinstance(item, sources.Document) else []
-  encoded = iter(tokenizer.processor().encode(texts)) if texts else iter(())
-  by_feature: dict[str, list] = {k: [] for k in FEATURES}
+  values, text_lengths = tokenizer.word_pieces().encode(texts)
+  ends = np.cumsum(text_lengths).tolist()
+  encoded = (values[end - n:end] for end, n in zip(ends, text_lengths.tolist()))
+  parts: dict[str, list[np.ndarray]] = {k: [] for k in FEATURES}
+  sizes: dict[str, list[int]] = {k: [] for k in FEATURES}
   for item in items:
     if isinstance(item, sources.Text):
       for key in FEATURES:
-        by_feature[key].append(next(encoded)[:lengths[key] - 1] + [tokenizer.EOS_ID])
-    elif isinstance(item, sources.Document):
-      for inputs, targets in item.task.examples_of(np.asarray(next(encoded), np.int32), list(item.key), lengths):
-        by_feature["inputs"].append(inputs[:lengths["inputs"]])
-        by_feature["targets"].append(targets[:lengths["targets"]])
+        ids = next(encoded)[:lengths[key] - 1]
+        parts[key] += (ids, _EOS)
+        sizes[key].append(len(ids) + 1)
+      continue
+    if isinstance(item, sources.Document):
+      pairs = item.task.examples_of(next(encoded), list(item.key), lengths)
     else:
-      by_feature["inputs"].append(item.inputs[:lengths["inputs"]])
-      by_feature["targets"].append(item.targets[:lengths["targets"]])
-  out = {}
-  for key, seqs in by_feature.items():
-    lens = np.fromiter(map(len, seqs), np.int64, len(seqs))
-    values = np.concatenate([np.asarray(s, np.int32) for s in seqs]) if seqs else np.zeros([0], np.int32)
-    out[key] = (values, lens)
-  return out
+      pairs = [(item.inputs, item.targets)]
+    for inputs, targets in pairs:
+      for key, ids in (("inputs", inputs[:lengths["inputs"]]), ("targets", targets[:lengths["targets"]])):
+        parts[key].append(np.asarray(ids, np.int32))
+        sizes[key].append(len(ids))
+  return {key: (np.concatenate(parts[key]) if parts[key] else np.zeros([0], np.int32),
+                np.asarray(sizes[key], np.int64)) for key in FEATURES}

@@ -50,25 +50,6 @@ class Ids:
 Draw = Union[Text, Document, Ids, None]  # None: a few-shot query FLAN drops
 
 
-def _epoch_order(seed: int, task: str, epoch: int, n: int) -> np.ndarray:
-  return np.random.default_rng([seed % (1 << 32), zlib.crc32(task.encode()), epoch, 7]).permutation(n)
-
-
-class _Permuted:
-  """Position of draw i in epoch e: a permutation per epoch (kept for the epoch in use), or the identity."""
-
-  def __init__(self, name: str, seed: int, shuffle: bool, n: int):
-    self._name, self._seed, self._shuffle, self._n = name, seed, shuffle, n
-    self._order: tuple[int, np.ndarray] | None = None
-
-  def __call__(self, epoch: int, i: int) -> int:
-    if not self._shuffle:
-      return i
-    if self._order is None or self._order[0] != epoch:
-      self._order = (epoch, _epoch_order(self._seed, self._name, epoch, self._n))
-    return int(self._order[1][i])
-
-
 class FlanSource:
   def __init__(self, task: registry.FlanTask, seed: int, shuffle: bool):
     self._examples = flan_render.FlanExamples.of(task, seed, shuffle)
@@ -87,7 +68,7 @@ class TokenSource:
     self._documents = task.documents(split)
     if not self._documents:
       raise ValueError(f"task {task.name} has no documents in split {split!r}")
-    self._position = _Permuted(task.name, seed, shuffle, len(self._documents))
+    self._position = flan_render.EpochOrder(task.name, seed, shuffle, len(self._documents))
 
   def size(self) -> int:
     return len(self._documents)
@@ -130,7 +111,7 @@ class SeqioSource:
     self._examples = examples
     self._starts = {k: np.concatenate([[0], np.cumsum(r[1])]) for k, r in
                     (("inputs", examples.inputs), ("targets", examples.targets))}
-    self._position = _Permuted(examples.name, seed, shuffle, len(examples.inputs[1]))
+    self._position = flan_render.EpochOrder(examples.name, seed, shuffle, len(examples.inputs[1]))
 
   def size(self) -> int:
     return len(self._examples.inputs[1])
