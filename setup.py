@@ -44,7 +44,7 @@ setuptools.setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["flan_jax", "flan_jax.*", "tasks", "tasks.*", "launch"]),
-    package_data={"flan_jax": ["data/*.json", "evaluation/*.html"]},
+    package_data={"flan_jax": ["data/files/*.json", "evaluation/*.html"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["flan-jax=flan_jax.cli:main"]},

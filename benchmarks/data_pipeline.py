@@ -12,8 +12,8 @@ same through `seqio.get_dataset` with our tf.data feature converter (pack='ffd')
 for comparison. Examples are counted as packed segments.
 
 `--mock` serves the TFDS-backed families (Muffin, T0-SF, Dialog) and the NIv2 tasks whose files the data dir lacks
-from mock rows (`flan_jax.data.mock_sources`), so mixtures that need them (flan2022_submix) run offline; CoT and the
-NIv2 task files that are there are read from the data dir.
+from mock rows (`flan_jax.data.files.mock_sources`), so mixtures that need them (flan2022_submix) run offline; CoT
+and the NIv2 task files that are there are read from the data dir.
 
 Prints: the load average at start (NOT COMPARABLE above 0.6) and end; time to import and register the tasks;
 examples/s and tokens/s (wall and per CPU-second of all processes); RSS and PSS summed over the process and its
@@ -39,9 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from flan_jax.data import data_dir as data_dir_lib  # noqa: E402
-from flan_jax.data import packing  # noqa: E402
 from flan_jax.data import stats as stats_lib  # noqa: E402
+from flan_jax.data.files import data_dir as data_dir_lib  # noqa: E402
+from flan_jax.data.pipeline import packing  # noqa: E402
 
 
 def rss_mb(field: str = "VmRSS") -> float:
@@ -64,7 +64,8 @@ def mock_absent(enabled: bool, num_rows: int):
   if not enabled:
     yield
     return
-  from flan_jax.data import mock_sources, registry  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import registry  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.files import mock_sources  # pylint: disable=import-outside-toplevel
   import tasks  # pylint: disable=import-outside-toplevel
   from tasks import flan2022, niv2  # pylint: disable=import-outside-toplevel
   isolated = not registry.registers_with_seqio()  # keep TF (which mock_data needs) out of this process
@@ -81,7 +82,8 @@ def mock_absent(enabled: bool, num_rows: int):
 
 
 def input_config(mixture: str, lengths, seed: int, batch_size: int):
-  from flan_jax.data import availability, input_pipeline  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import availability  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.pipeline import input_pipeline  # pylint: disable=import-outside-toplevel
   name = availability.resolve(mixture, only_available=True)  # absent tasks are left out, said in one line
   return input_pipeline.InputConfig(name, dict(lengths), batch_size, seed=seed, num_epochs=1)
 
@@ -90,7 +92,7 @@ def train_iterator(config, workers: int):
   """What `flan-jax train` reads on one host: one epoch of the present tasks through grain, FFD-packed
   encoder-decoder batches (`feature_converters.get_feature_converter(pack='ffd')`)."""
   from flan_jax import data_layout  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import host_batches, input_pipeline  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.pipeline import host_batches, input_pipeline  # pylint: disable=import-outside-toplevel
   shard = data_layout.HostDataLayout.even(0, 1, config.batch_size)
   return input_pipeline.host_iterator(config, host_batches.InputLayout(pack="ffd"), shard, workers=workers)
 
@@ -98,7 +100,7 @@ def train_iterator(config, workers: int):
 def seqio_batches(name: str, lengths, seed: int, batch_size: int):
   import seqio  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import feature_converters  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.seqio_adapter import feature_converters  # pylint: disable=import-outside-toplevel
   converter = feature_converters.EncDecFeatureConverter(pack="ffd")
   ds = seqio.get_dataset(mixture_or_task_name=name, task_feature_lengths=dict(lengths), dataset_split="train",
                          shuffle=True, num_epochs=1, seed=seed, feature_converter=converter)
@@ -255,7 +257,7 @@ def main(argv=None) -> int:
   lengths = stats_lib.parse_lengths(args.lengths)
   if args.engine == "train":
     os.environ.setdefault("FLAN_JAX_SEQIO", "0")
-  from flan_jax.data import mixing, registry  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import mixing, registry  # pylint: disable=import-outside-toplevel
   if registry.registers_with_seqio():
     import seqio  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   imported = time.perf_counter()

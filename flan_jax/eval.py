@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 from flan_jax.evaluation.suites import SUITES, get_suites
 
 

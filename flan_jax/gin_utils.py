@@ -54,7 +54,10 @@ def _guard_package_resource_lookup() -> None:
 def register_configurables() -> None:
   """Registers library classes and functions with gin once per process."""
   from flan_jax import optimizers, partitioning
-  from flan_jax.data import denoisers, host_batches, text_sources, ul2r
+  from flan_jax.data.catalog import ul2r
+  from flan_jax.data.files import text_sources
+  from flan_jax.data.pipeline import host_batches
+  from flan_jax.data.rendering import denoisers
   from flan_jax.models import model as model_lib
   from flan_jax.models import t5, decoder_only
 

@@ -19,7 +19,7 @@ import importlib
 import json
 import sys
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 
 
 def build_parser() -> argparse.ArgumentParser:

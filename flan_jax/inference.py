@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flan_jax import decoding, stopping
-from flan_jax.data import vocab as vocab_lib
+from flan_jax.data.seqio_adapter import vocab as vocab_lib
 from flan_jax.models import model as model_lib
 from flan_jax.models import decoder_only, losses, t5
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from flan_jax import optimizers, partitioning, plan
 from flan_jax import trainer as trainer_lib
-from flan_jax.data import host_batches
+from flan_jax.data.pipeline import host_batches
 
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 # Bits per element of the HLO element types a collective can carry.

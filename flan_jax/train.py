@@ -120,8 +120,7 @@ def train(
 ) -> dict[str, float]:
   """Finetunes `model` on `dataset` until step `train_steps`; returns the run's summary (`_summary`)."""
   from flan_jax import data_layout, optimizers, partitioning, trainer as trainer_lib
-  from flan_jax.data import host_batches, input_pipeline
-  from flan_jax.data.pipeline import host_input
+  from flan_jax.data.pipeline import host_batches, host_input, input_pipeline
 
   # --- everything that can be wrong with the configuration fails here, before any compile
   mixture, eval_mixture, suite_evaluator = _checked_inputs(model, model_dir, dataset, evaluation, suite_evaluation)
@@ -192,7 +191,7 @@ class _Loop:
   def __init__(self, trainer, model_dir: str, host_it, checkpoint: CheckpointConfig, train_steps: int, step: int,
                run_lock):
     from flan_jax.checkpoints import manager
-    from flan_jax.data import input_pipeline
+    from flan_jax.data.pipeline import input_pipeline
     from flan_jax.metrics_writer import MetricsWriter
     self.trainer = trainer
     self.train_steps = train_steps
@@ -293,7 +292,10 @@ def _check_inputs(name: str, components: Sequence[tuple[str, float]] | None, eva
   """Every task or mixture named is registered (else an error with "did you mean"), and where they hold Flan tasks
   or UL2R tasks the vocabulary is there (and so the data dir): checked off the plain catalogs before anything is
   built."""
-  from flan_jax.data import data_dir, input_pipeline, mixing, registry, token_tasks, tokenizer
+  from flan_jax.data.catalog import mixing, registry, token_tasks
+  from flan_jax.data.files import data_dir
+  from flan_jax.data.pipeline import input_pipeline
+  from flan_jax.data.rendering import tokenizer
   named = ([(str(c), "utils.DatasetConfig.mixture_components component") for c, _ in components] if components
            else [(name, "MIXTURE_OR_TASK_NAME")])
   if eval_name is not None:
@@ -310,7 +312,8 @@ def _resolve_mixture(name: str, components: Sequence[tuple[str, float]] | None, 
   """Registers `components` as `name` (each left to its present tasks with `only_available`) and returns the
   name to train on: `name`, or its present-tasks copy; missing data fails naming the binding. (`_check_inputs`
   has checked every name.)"""
-  from flan_jax.data import availability, input_pipeline
+  from flan_jax.data.catalog import availability
+  from flan_jax.data.pipeline import input_pipeline
   if components:
     components = [(availability.resolve(str(component), only_available, components_binding), rate)
                   for component, rate in components]
@@ -358,11 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, bindings = _parse_flags(argv)
     _initialize_distributed(args)
     if args.data_dir:
-      from flan_jax.data import data_dir
+      from flan_jax.data.files import data_dir
       data_dir.set_data_dir(args.data_dir)
     if args.tfds_data_dir:  # every reader: seqio's, the TF-free TFDS reader, and (through it) the input process
       import seqio
-      from flan_jax.data import tfds_source
+      from flan_jax.data.files import tfds_source
       seqio.set_tfds_data_dir_override(args.tfds_data_dir)
       tfds_source.set_tfds_data_dir(args.tfds_data_dir)
     search = [p for p in args.gin_search_paths.split(",") if p]

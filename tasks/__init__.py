@@ -9,11 +9,12 @@ the NIv2 split lists); data files are read when a dataset is built. After changi
 """
 from __future__ import annotations
 
-from flan_jax.data import registry as _registry
-from flan_jax.data import templates as _templates
+from flan_jax.data.catalog import registry as _registry
+from flan_jax.data.rendering import templates as _templates
 
 if _registry.registers_with_seqio():
-  from flan_jax.data import seqio_tasks as _seqio_tasks  # noqa: F401  the seqio mirror of the catalog (T5X users)
+  # The seqio mirror of the catalog (T5X users).
+  from flan_jax.data.seqio_adapter import seqio_tasks as _seqio_tasks  # noqa: F401
 from tasks import cot
 from tasks import flan2022
 from tasks import mixtures

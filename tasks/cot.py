@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import readers
+from flan_jax.data.rendering import templates as tpl
 
 # (dataset, cot_type): cot_type is "cot" for high-quality rationales, "stream" for low-quality ones.
 COT_DATASETS = (
@@ -29,11 +29,11 @@ def tsv_path(dataset: str) -> str:
 
 
 def _rows(dataset: str):
-  return sources.read_cot_tsv(data_dir_lib.data_file(tsv_path(dataset), source=DOWNLOAD_SOURCE))
+  return readers.read_cot_tsv(data_dir_lib.data_file(tsv_path(dataset), source=DOWNLOAD_SOURCE))
 
 
 def _num_rows(dataset: str) -> int:
-  return sources.count_valid_cot_rows(data_dir_lib.data_file(tsv_path(dataset),
+  return readers.count_valid_cot_rows(data_dir_lib.data_file(tsv_path(dataset),
                                                              source=DOWNLOAD_SOURCE))
 
 

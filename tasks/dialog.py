@@ -26,11 +26,10 @@ import functools
 import random
 from typing import Any, Callable, Iterator
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
-from flan_jax.data import tfds_source
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import readers, tfds_source
+from flan_jax.data.rendering import templates as tpl
 from tasks import muffin_preprocessors as mp
 
 TASK_SOURCE = "Dialog"
@@ -86,12 +85,12 @@ class DialogFormats:
 
 def dialog_formats() -> DialogFormats:
   path = data_dir_lib.data_file(tpl.TEMPLATES_JSON, source="flan")
-  raw = sources.load_json_cached(path)
+  raw = readers.load_json_cached(path)
   try:
     return DialogFormats(raw["DIALOG_START_STRING_CANDIDATES"], raw["DIALOG_ITEM_NAME_CANDIDATES"],
                          raw["DIALOG_ITEM_END_STR_CANDIDATES"])
   except KeyError as e:
-    raise sources.DataFormatError(f"{path}:1: missing top-level key {e.args[0]!r}") from None
+    raise readers.DataFormatError(f"{path}:1: missing top-level key {e.args[0]!r}") from None
 
 
 def format_dialog_random(turns: list[str], formats: DialogFormats, rng: random.Random) -> str:
@@ -117,7 +116,7 @@ def rows(config: DialogConfig, randomized: bool) -> Iterator[tuple[int, dict[str
       text = format_dialog_random(dialog, formats, random.Random(f"format:{config.name}:{idx}")) \
           if randomized else format_dialog(dialog)
     except mp.MalformedRow as e:
-      sources.record_skip(where, idx, f"{config.name}: {e}")
+      readers.record_skip(where, idx, f"{config.name}: {e}")
       continue
     yield idx, {"dialog_": text, "answer": answer}
 

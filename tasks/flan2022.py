@@ -10,14 +10,14 @@ NIv2 line out; the paper's collection has it, so it is in). The paper's four-par
 NIv2, CoT; Chung et al. 2022) is `flan2022_muffin_t0sf_niv2_cot`: the same submixes at the same weights
 without Dialog, renormalised by seqio.
 
-A mixture whose data is partly absent: `flan_jax.data.availability.resolve(name, only_available)` fails naming
+A mixture whose data is partly absent: `flan_jax.data.catalog.availability.resolve(name, only_available)` fails naming
 every missing task and how to get it, or registers `<name>_available` with the present tasks.
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from flan_jax.data import mixing
+from flan_jax.data.catalog import mixing
 
 FAMILY_SETTINGS = {
     "flan": mixing.SETTINGS,

@@ -6,7 +6,7 @@ NIv2 mixes every training task at cap 5,000. Intermediate names are upstream's, 
 """
 from __future__ import annotations
 
-from flan_jax.data import mixing
+from flan_jax.data.catalog import mixing
 
 COT_RATES = {"CoT": 1, "CoT-II": mixing.INPUT_INVERSION_RATE}
 NIV2_RATES = {"NIv2": 1}

@@ -16,10 +16,9 @@ import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
-from flan_jax.data import tfds_source
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import readers, tfds_source
+from flan_jax.data.rendering import templates as tpl
 from tasks import muffin_preprocessors as mp
 
 TASK_SOURCE = "Flan2021"
@@ -184,7 +183,7 @@ def rows(config: MuffinConfig):
     try:
       fields = config.preprocess(ex)
     except mp.MalformedRow as e:
-      sources.record_skip(where, idx, f"{config.name}: {e}")
+      readers.record_skip(where, idx, f"{config.name}: {e}")
       continue
     if fields is None:
       registry.filtered_rows.add(config.name)

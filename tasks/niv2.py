@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import re
 
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import readers
+from flan_jax.data.rendering import templates as tpl
 
 MMLU_TASK_IDS = frozenset(range(664, 668)) | frozenset(range(685, 738))
 PATTERN_KEY = "natinst_v2"
@@ -43,8 +43,8 @@ def training_tasks() -> list[str]:
   niv2_tasks.json lists 40 tasks twice, under an old and a new name that differ only in '-' vs '_'; both map to
   one seqio name, so only the first is kept (a second would re-register it and double its mixture weight).
   """
-  meta = sources.niv2_metadata()
-  held_out = set(sources.niv2_split("test"))
+  meta = readers.niv2_metadata()
+  held_out = set(readers.niv2_split("test"))
   kept: dict[str, str] = {}
   for t in meta:
     if not is_mmlu_derived(t) and t not in held_out:
@@ -53,7 +53,7 @@ def training_tasks() -> list[str]:
 
 
 def _constants(task: str) -> dict[str, str]:
-  info = sources.niv2_metadata()[task]
+  info = readers.niv2_metadata()[task]
   pos = info["positive_examples"]
   pos = pos[0] if isinstance(pos, list) else pos
   # The definition as niv2_tasks.json records it (equal to the task file's `Definition`).
@@ -62,20 +62,20 @@ def _constants(task: str) -> dict[str, str]:
 
 
 def _rows(task: str):
-  _, rows = sources.read_niv2_instances(task)
+  _, rows = readers.read_niv2_instances(task)
   return rows
 
 
 def _num_rows(task: str) -> int:
   # niv2_tasks.json records each task's instance count, so no task file is opened to count.
-  return int(sources.niv2_metadata()[task]["number_examples"])
+  return int(readers.niv2_metadata()[task]["number_examples"])
 
 
 def dataset(task: str) -> registry.FlanDataset:
   return registry.FlanDataset(
       name=seqio_name(task), pattern_key=PATTERN_KEY, task_name=task, task_source=TASK_SOURCE,
       rows=functools.partial(_rows, task), num_rows=functools.partial(_num_rows, task),
-      check_available=functools.partial(sources.niv2_task_path, task),
+      check_available=functools.partial(readers.niv2_task_path, task),
       constants=functools.partial(_constants, task))
 
 

@@ -11,7 +11,7 @@ Two routes to the rows, both ending in the same preprocessing (`preprocess`):
   queried.
 - "promptsource": the raw dataset rows in `<raw_dir>/<dataset>[/<subset>]/train.jsonl` (one JSON object a
   line, the Hugging Face dataset's features), rendered with the subtask's promptsource template
-  (flan_jax/data/promptsource.py) into P3's `inputs_pretokenized` / `targets_pretokenized` /
+  (flan_jax/data/files/promptsource.py) into P3's `inputs_pretokenized` / `targets_pretokenized` /
   `answer_choices`.
 
 FLAN's preprocessing: the prompt with newlines turned into spaces and stripped, the target with newlines
@@ -27,12 +27,10 @@ import json
 import pathlib
 from typing import Any, Callable, Iterator
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import promptsource
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
-from flan_jax.data import tfds_source
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import promptsource, readers, tfds_source
+from flan_jax.data.rendering import templates as tpl
 from tasks import muffin_preprocessors as mp
 
 T0_JSON = "flan/t0_tasks.json"
@@ -74,11 +72,11 @@ class T0Subtask:
 
 def _metadata() -> tuple[str, dict[str, Any], pathlib.Path]:
   path = data_dir_lib.data_file(T0_JSON, source="flan")
-  raw = sources.load_json_cached(path)
+  raw = readers.load_json_cached(path)
   try:
     return raw["T0_TASK_PREFIX"], raw["T0_TRAIN_TASK_METADATA"], path
   except KeyError as e:
-    raise sources.DataFormatError(f"{path}:1: missing top-level key {e.args[0]!r}") from None
+    raise readers.DataFormatError(f"{path}:1: missing top-level key {e.args[0]!r}") from None
 
 
 def all_p3_subtasks() -> dict[str, dict[str, Any]]:
@@ -92,17 +90,17 @@ def subtasks() -> list[T0Subtask]:
   out = []
   for key, info in meta.items():
     if not key.startswith(prefix):
-      raise sources.DataFormatError(f"{path}: T0_TRAIN_TASK_METADATA key {key!r} lacks prefix {prefix!r}")
+      raise readers.DataFormatError(f"{path}: T0_TRAIN_TASK_METADATA key {key!r} lacks prefix {prefix!r}")
     subtask = key[len(prefix):]
     if "_score_eval" in subtask or info.get("in_flan"):
       continue
     ttype = info.get("task_type")
     if ttype not in TASK_TYPES:
-      raise sources.DataFormatError(f"{path}: {key}: task_type {ttype!r} is not one of {TASK_TYPES}")
+      raise readers.DataFormatError(f"{path}: {key}: task_type {ttype!r} is not one of {TASK_TYPES}")
     try:
       max_len = int(info["seq_len"]["max"])
     except (KeyError, TypeError, ValueError):
-      raise sources.DataFormatError(f"{path}: {key}: needs seq_len.max") from None
+      raise readers.DataFormatError(f"{path}: {key}: needs seq_len.max") from None
     out.append(T0Subtask(key, subtask, ttype, max_len))
   return out
 
@@ -131,7 +129,7 @@ def _preprocessed(st: T0Subtask, where: str, rows: Iterator[tuple[int, Any]]):
     try:
       yield idx, preprocess(ex, st.multiple_choice)
     except mp.MalformedRow as e:
-      sources.record_skip(where, idx, f"{st.subtask}: {e}")
+      readers.record_skip(where, idx, f"{st.subtask}: {e}")
 
 
 def _p3_rows(st: T0Subtask):
@@ -170,10 +168,10 @@ def read_jsonl(path: pathlib.Path) -> Iterator[tuple[int, dict[str, Any]]]:
       try:
         row = json.loads(line)
       except json.JSONDecodeError as e:
-        sources.record_skip(path, lineno, f"not JSON: {e.msg}")
+        readers.record_skip(path, lineno, f"not JSON: {e.msg}")
         continue
       if not isinstance(row, dict):
-        sources.record_skip(path, lineno, "not a JSON object")
+        readers.record_skip(path, lineno, "not a JSON object")
         continue
       yield lineno, row
 
@@ -187,7 +185,7 @@ def rendered_rows(st: T0Subtask, raw_dir: pathlib.Path) -> Iterator[tuple[int, d
     try:
       p3 = promptsource.p3_row(template, row, seed=lineno)
     except promptsource.PromptsourceError as e:
-      sources.record_skip(path, lineno, str(e))
+      readers.record_skip(path, lineno, str(e))
       continue
     if p3 is None:
       registry.filtered_rows.add(st.subtask)
@@ -201,7 +199,7 @@ def _promptsource_rows(st: T0Subtask, raw_dir: pathlib.Path):
 
 
 def _promptsource_count(st: T0Subtask, raw_dir: pathlib.Path) -> int:
-  return sources.count_lines(_raw_check(st, raw_dir))
+  return readers.count_lines(_raw_check(st, raw_dir))
 
 
 def promptsource_dataset(st: T0Subtask, raw_dir: pathlib.Path | str) -> registry.FlanDataset:

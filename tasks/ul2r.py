@@ -5,12 +5,13 @@
 - `ul2r_c4`: C4 English (TFDS `c4/en:3.0.1`, T5's pretraining text), where prepared in the TFDS data dir.
 
 Registering reads nothing; a task whose data is absent fails at its first draw naming how to get it (or is left out
-with ONLY_AVAILABLE_DATA). Other text goes through `flan_jax.data.ul2r.mixture_component` in a run config
+with ONLY_AVAILABLE_DATA). Other text goes through `flan_jax.data.catalog.ul2r.mixture_component` in a run config
 (gin_configs/runs/ul2r_continue.gin) or `ul2r.register` in a module of your own.
 """
 from __future__ import annotations
 
-from flan_jax.data import mixing, text_sources, ul2r
+from flan_jax.data.catalog import mixing, ul2r
+from flan_jax.data.files import text_sources
 from tasks import cot
 
 COT_FIELDS = ("question", "chain_of_thought", "answer")

@@ -7,7 +7,8 @@ import pathlib
 import seqio
 import tensorflow as tf
 
-from flan_jax.data import sources, vocab
+from flan_jax.data.files import readers
+from flan_jax.data.seqio_adapter import vocab
 
 TSV = pathlib.Path(__file__).resolve().parent / "fixtures" / "data_cli" / "qa_train.tsv"
 STRINGS = ("inputs", "targets", "_task_name", "_task_source", "_template_type")
@@ -15,7 +16,7 @@ STRINGS = ("inputs", "targets", "_task_name", "_task_source", "_template_type")
 
 def _source(task_name: str, inverted: bool) -> seqio.FunctionDataSource:
   def rows():
-    for i, (_, row) in enumerate(sources.read_cot_tsv(TSV)):
+    for i, (_, row) in enumerate(readers.read_cot_tsv(TSV)):
       question, answer = row["question"], f"{row['chain_of_thought']} So the answer is {row['answer']}."
       inputs, targets = (answer, question) if inverted else (question, answer)
       yield {"inputs": inputs, "targets": targets, "_task_name": task_name, "_task_source": "Fixture",

@@ -5,7 +5,7 @@ import pathlib
 
 
 def hand_rows(path: pathlib.Path) -> list[dict[str, str]]:
-  """The CoT TSV rows parsed independently of flan_jax.data.sources."""
+  """The CoT TSV rows parsed independently of flan_jax.data.files.readers."""
   rows = []
   for line in path.read_text(encoding="utf-8").split("\n"):
     if not line:

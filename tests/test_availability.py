@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flan_jax.data import availability, data_dir as data_dir_lib, mixing
+from flan_jax.data.catalog import availability, mixing
+from flan_jax.data.files import data_dir as data_dir_lib
 from tests import fixture_tasks
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from flan_jax.data import cli
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import vocab
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.seqio_adapter import vocab
 
 FIXTURE = ["--module", "data_cli_fixture_tasks"]
 
@@ -157,7 +157,7 @@ def test_doctor_and_overlap_are_plugged_in_after_the_registry_import(capsys):
 
 
 def test_rows_left_out_by_flan_filters_are_reported():
-  from flan_jax.data import registry
+  from flan_jax.data.catalog import registry
   before = cli.skip_counters()
   registry.filtered_rows.add("flan_jax_test_filtered")
   registry.filtered_rows.add("flan_jax_test_filtered")

@@ -1,6 +1,6 @@
 import pytest
 
-from flan_jax.data import data_dir
+from flan_jax.data.files import data_dir
 
 
 @pytest.fixture(autouse=True)

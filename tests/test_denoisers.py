@@ -8,7 +8,7 @@ import collections
 import numpy as np
 import pytest
 
-from flan_jax.data import denoisers as d
+from flan_jax.data.rendering import denoisers as d
 
 FIRST_SENTINEL = 32099
 VOCAB = d.Vocab(FIRST_SENTINEL, 100, lambda text: [5000 + ord(c) for c in text])  # one id a character

@@ -11,9 +11,9 @@ import seqio
 import tensorflow_datasets as tfds
 
 from flan_jax.data import doctor
-from flan_jax.data import registry
-from flan_jax.data import tfds_source
-from flan_jax.data import vocab
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import tfds_source
+from flan_jax.data.seqio_adapter import vocab
 from tasks import muffin
 
 PRESENT = ("rte",)

@@ -1,4 +1,4 @@
-"""`flan-jax data download` / `verify` (flan_jax.data.download, flan_jax.data.manifest).
+"""`flan-jax data download` / `verify` (flan_jax.data.files.download, flan_jax.data.files.manifest).
 
 A local HTTP server on 127.0.0.1 (ephemeral port, honouring Range) serves an upstream mirror built
 from the hand-written fixtures in tests/fixtures/upstream/, laid out as REPO/COMMIT/PATH.
@@ -18,10 +18,10 @@ import time
 
 import pytest
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import download as dl
-from flan_jax.data import manifest as manifest_lib
-from flan_jax.data import upstream_ast
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import download as dl
+from flan_jax.data.files import manifest as manifest_lib
+from flan_jax.data.files import upstream_ast
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "upstream"
 FLAN = ("google-research/FLAN", "e9e4ec6e2701182c7a91af176f705310da541277")

@@ -21,7 +21,7 @@ import pytest
 
 from flan_jax import eval as eval_lib, infer, train
 from flan_jax.checkpoints import convert, integrity, loader, lock, manager
-from flan_jax.data import data_dir
+from flan_jax.data.files import data_dir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GIN = "tests/fixtures/tiny_t5_test.gin"

@@ -8,7 +8,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from flan_jax.data import feature_converters as fc
+from flan_jax.data.seqio_adapter import feature_converters as fc
 from tests.batch_checks import assert_batches_equal
 
 LENGTHS = {"inputs": 40, "targets": 12}

@@ -8,11 +8,10 @@ import shutil
 
 import pytest
 
-from flan_jax.data import flan_render
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import fewshot
-from flan_jax.data import registry
-from flan_jax.data import templates as tpl
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.rendering import fewshot, flan_render
+from flan_jax.data.rendering import templates as tpl
 from tests.flan_task_fixtures import hand_rows
 
 

@@ -8,9 +8,8 @@ import time
 import pytest
 import seqio
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import mixing
-from flan_jax.data import registry
+from flan_jax.data.catalog import mixing, registry
+from flan_jax.data.files import data_dir as data_dir_lib
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +77,7 @@ def test_capped_rates_by_hand(everything):
 
 
 def test_missing_data_fails_naming_tasks(everything):
-  from flan_jax.data import availability  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import availability  # pylint: disable=import-outside-toplevel
   with pytest.raises(data_dir_lib.DataMissingError,
                      match=r"mixture='dialog_submix': \d+ of its \d+ task\(s\) lack their data: .*wiki_dialog"):
     availability.resolve("dialog_submix", False)
@@ -87,7 +86,7 @@ def test_missing_data_fails_naming_tasks(everything):
 
 
 def test_available_only_renormalises(everything, capsys):
-  from flan_jax.data import availability, mixing  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import availability, mixing  # pylint: disable=import-outside-toplevel
   flan2022 = everything[0]
   full = flan2022.shares("cot_zsopt")
   shares = flan2022.shares(availability.resolve("cot_zsopt", True))

@@ -13,7 +13,7 @@ import transformers
 
 from flan_jax import inference, models
 from flan_jax.checkpoints import convert, hf
-from flan_jax.data import tokenizer
+from flan_jax.data.rendering import tokenizer
 from flan_jax.models.model import DecoderOnlyModel, EncoderDecoderModel
 
 PROMPTS = ["Translate to German: the house is small.", "Q: What is 2 + 3? A:", "<extra_id_0> is a sentinel"]

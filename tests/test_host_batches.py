@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from flan_jax.data import feature_converters, host_batches
-from flan_jax.data.pipeline import blocks, host_input, schedule, sources
+from flan_jax.data.pipeline import blocks, host_batches, host_input, schedule, sources
+from flan_jax.data.seqio_adapter import feature_converters
 
 LENGTHS = {"inputs": 24, "targets": 10}
 

@@ -19,10 +19,10 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from flan_jax.data import host_batches, input_pipeline, mixing, ul2r
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import text_sources
-from flan_jax.data.pipeline import blocks, host_input, schedule
+from flan_jax.data.catalog import mixing, ul2r
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import text_sources
+from flan_jax.data.pipeline import blocks, host_batches, host_input, input_pipeline, schedule
 from flan_jax.data_layout import HostDataLayout
 from tests import fixture_tasks
 from tests.batch_checks import assert_batches_equal

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import seqio
 
-from flan_jax.data import mixing
-from flan_jax.data import registry
+from flan_jax.data.catalog import mixing, registry
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,10 @@ import pytest
 import seqio
 
 import tasks
-from flan_jax.data import flan_render
-from flan_jax.data import mock_sources
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import tfds_source
-from flan_jax.data import vocab
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import mock_sources, readers, tfds_source
+from flan_jax.data.rendering import flan_render
+from flan_jax.data.seqio_adapter import vocab
 from tasks import dialog
 from tasks import flan2022
 from tasks import muffin
@@ -72,7 +70,7 @@ def test_dataset_mock_data_cannot_build_is_named(tmp_path):
 
 
 def test_niv2_overlay_mocks_missing_task_files_and_restores_the_data_dir(tmp_path, flan_data_dir):
-  from flan_jax.data import data_dir as data_dir_lib
+  from flan_jax.data.files import data_dir as data_dir_lib
   from tasks import niv2
   training = niv2.training_tasks()
   present = [t for t in training if (flan_data_dir / "niv2" / "tasks" / f"{t}.json").exists()]
@@ -92,7 +90,7 @@ def test_niv2_overlay_mocks_missing_task_files_and_restores_the_data_dir(tmp_pat
 
 
 def test_import_leaves_tfds_unimported():
-  code = "import sys, flan_jax.data.mock_sources; assert 'tensorflow_datasets' not in sys.modules"
+  code = "import sys, flan_jax.data.files.mock_sources; assert 'tensorflow_datasets' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -127,10 +125,10 @@ def test_every_mocked_task_renders(flan2022_env):
   leaves = seqio.get_mixture_or_task(flan2022.FLAN2022).tasks
   mocked_leaves = {t.name for t in leaves if registry.flan_source(t.name).dataset.task_source in MOCKED_SOURCES}
   assert mocked_leaves <= set(mocked) and len(mocked_leaves) > 1000
-  sources.reset_skipped_rows()
+  readers.reset_skipped_rows()
   empty = [name for name in mocked if _first_example(name) is None]
   assert not empty, f"{len(empty)} tasks rendered nothing: {empty[:10]}"
-  assert sources.skipped_rows() == {}
+  assert readers.skipped_rows() == {}
 
 
 def test_seqio_reads_one_task_per_family(flan2022_env):

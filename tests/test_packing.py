@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flan_jax.data import packing
+from flan_jax.data.pipeline import packing
 from tests.batch_checks import assert_batches_equal
 
 LENGTHS = {"inputs": 256, "targets": 64}

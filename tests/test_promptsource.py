@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import promptsource as ps
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import promptsource as ps
 
 COPA_ROW = {"premise": "The man broke his toe.", "choice1": "He dropped a hammer on his foot.",
             "choice2": "He got a hole in his sock.", "question": "cause", "label": 0, "idx": 0}

@@ -20,9 +20,10 @@ def _summary() -> dict:
   """What registration and the input's first block give in this process (module-level so a child process can call
   it). The block is built as a grain worker builds it, without grain (which imports jax)."""
   import tasks  # pylint: disable=import-outside-toplevel
-  from flan_jax.data import (  # pylint: disable=import-outside-toplevel
-      availability, data_dir, host_batches, mixing, registry, tfds_source, token_tasks)
-  from flan_jax.data.pipeline import blocks, schedule, sources  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import (  # pylint: disable=import-outside-toplevel
+      availability, mixing, registry, token_tasks)
+  from flan_jax.data.files import data_dir, tfds_source  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.pipeline import blocks, host_batches, schedule, sources  # pylint: disable=import-outside-toplevel
   lengths = {"inputs": 256, "targets": 64}
   rates = mixing.rates(availability.resolve("cot_submix", only_available=True))
   spec = blocks.InputSpec({t: sources.for_workers(t, "train", lengths) for t in rates},
@@ -77,12 +78,12 @@ def test_the_catalog_never_imports_its_seqio_mirror_which_mirrors_what_came_befo
   code = """
 import sys
 import tasks  # FLAN_JAX_SEQIO=0: the catalog alone
-from flan_jax.data import availability, mixing, registry, token_tasks, ul2r
+from flan_jax.data.catalog import availability, mixing, registry, token_tasks, ul2r
 mixing.add_mixture('mirror_test_before', [('cot_gsm8k_template_0to10_zero_shot', 1.0)])
 availability.resolve('cot_zsopt', only_available=True)
-assert 'flan_jax.data.seqio_tasks' not in sys.modules and 'seqio' not in sys.modules
+assert 'flan_jax.data.seqio_adapter.seqio_tasks' not in sys.modules and 'seqio' not in sys.modules
 import seqio
-from flan_jax.data import seqio_tasks
+from flan_jax.data.seqio_adapter import seqio_tasks
 mixing.add_mixture('mirror_test_after', [('mirror_test_before', 1.0)])
 assert seqio.get_mixture_or_task('cot_gsm8k_template_0to10_zero_shot').name
 assert seqio.get_mixture_or_task('mirror_test_before').name and seqio.get_mixture_or_task('mirror_test_after').name
@@ -98,22 +99,23 @@ print('ok')
 def test_no_catalog_module_imports_the_seqio_adapter():
   import ast  # pylint: disable=import-outside-toplevel
   data = pathlib.Path(__file__).resolve().parent.parent / "flan_jax" / "data"
-  modules = [data / f"{name}.py" for name in ("registry", "mixing", "token_tasks", "ul2r", "availability",
-                                               "flan_render", "denoisers", "text_sources")]
-  modules += sorted((data / "pipeline").glob("*.py"))
+  modules = sorted((data / "catalog").glob("*.py")) + sorted((data / "pipeline").glob("*.py"))
+  modules += [data / "rendering" / "flan_render.py", data / "rendering" / "denoisers.py",
+              data / "files" / "text_sources.py"]
   assert len(modules) > 8
   for path in modules:
     tree = ast.parse(path.read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
                 for alias in node.names} | {node.module or "" for node in ast.walk(tree)
                                             if isinstance(node, ast.ImportFrom)}
-    assert not {"seqio_tasks", "flan_jax.data.seqio_tasks"} & imported, path
+    adapter = {"seqio_tasks", "flan_jax.data.seqio_adapter", "flan_jax.data.seqio_adapter.seqio_tasks"}
+    assert not adapter & imported, path
 
 
 def test_flan_source_rejects_other_tasks(flan_data_dir):
   import seqio  # pylint: disable=import-outside-toplevel
   import tasks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  from flan_jax.data import registry  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import registry  # pylint: disable=import-outside-toplevel
   name = "cot_gsm8k_template_0to10_zero_shot"
   assert registry.flan_source(name) is registry.flan_source(seqio.TaskRegistry.get(name)) is registry.TASKS[name]
   with pytest.raises(TypeError, match="no_such_task is not a Flan task"):

@@ -6,8 +6,8 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from flan_jax.data import packing
 from flan_jax.data import stats as stats_lib
+from flan_jax.data.pipeline import packing
 
 
 def _examples(n: int, seed: int = 0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from flan_jax import decoding, stopping
-from flan_jax.data import tokenizer
+from flan_jax.data.rendering import tokenizer
 
 
 @pytest.fixture(scope="module")

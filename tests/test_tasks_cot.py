@@ -7,14 +7,12 @@ import shutil
 import pytest
 import seqio
 
-from flan_jax.data import flan_render
-from flan_jax.data import availability
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import mixing
-from flan_jax.data import registry
-from flan_jax.data import seqio_tasks
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
+from flan_jax.data.catalog import availability, mixing, registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import readers
+from flan_jax.data.rendering import flan_render
+from flan_jax.data.rendering import templates as tpl
+from flan_jax.data.seqio_adapter import seqio_tasks
 
 
 @pytest.fixture(scope="session")
@@ -91,11 +89,11 @@ def test_malformed_tsv_rows_are_warned_skipped_counted(tmp_path, flan_data_dir, 
   data_dir_lib.set_data_dir(d)
   try:
     src = registry.flan_source("cot_strategyqa_template_0to10_zero_shot")
-    before = sources.skipped_rows().get(str(path), 0)
+    before = readers.skipped_rows().get(str(path), 0)
     examples = list(flan_render.render(src.dataset, src.variant, src.name))
     err = capfd.readouterr().err
     assert f"{path}:4: skipped row" in err and f"{path}:24: skipped row" in err
-    assert sources.skipped_rows()[str(path)] - before == 2
+    assert readers.skipped_rows()[str(path)] - before == 2
     assert len(examples) == 20 == src.num_examples()
     assert examples[3]["inputs"].startswith(tpl.fill(src.variant.patterns[3][0], {
         "question": good[3].split("\t")[0], "answer": "", "chain_of_thought": ""})[:20])
@@ -106,8 +104,8 @@ def test_malformed_tsv_rows_are_warned_skipped_counted(tmp_path, flan_data_dir, 
 def test_invalid_json_names_file_and_line(tmp_path):
   bad = tmp_path / "templates.json"
   bad.write_text('{\n  "PATTERNS": {\n    "x": [1, 2,]\n  }\n}\n', encoding="utf-8")
-  with pytest.raises(sources.DataFormatError, match=rf"{bad}:3:\d+: invalid JSON"):
-    sources.load_json(bad)
+  with pytest.raises(readers.DataFormatError, match=rf"{bad}:3:\d+: invalid JSON"):
+    readers.load_json(bad)
 
 
 def test_unknown_names_are_errors(registered):

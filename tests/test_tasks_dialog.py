@@ -1,4 +1,4 @@
-"""Dialog tasks on `flan_jax.data.mock_sources`' rows (`tfds.testing.mock_data` with the real TFDS feature
+"""Dialog tasks on `flan_jax.data.files.mock_sources`' rows (`tfds.testing.mock_data` with the real TFDS feature
 specs, given a fixed number of turns and a qrecc turn_id FLAN keeps), through the full pipeline.
 """
 from __future__ import annotations
@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import seqio
 
-from flan_jax.data import flan_render
-from flan_jax.data import mock_sources
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
-from flan_jax.data import tfds_source
-from flan_jax.data import vocab
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import mock_sources, readers, tfds_source
+from flan_jax.data.rendering import flan_render
+from flan_jax.data.rendering import templates as tpl
+from flan_jax.data.seqio_adapter import vocab
 from tasks import dialog
 
 NUM_ROWS = 20
@@ -90,10 +88,10 @@ def test_qrecc_filter_and_malformed_rows(dialog_env, monkeypatch, capsys):
           {"context": np.array([b"a"], dtype=object), "turn_id": np.int32(8)},
           {"context": np.array([b"a", b"b", b"c"], dtype=object), "turn_id": np.int32(8)}]
   monkeypatch.setattr(tfds_source, "read", lambda spec: enumerate(rows))
-  sources.reset_skipped_rows()
+  readers.reset_skipped_rows()
   before = registry.filtered_rows.counts.get("qrecc", 0)
   got = list(dialog.rows(dialog.CONFIGS["qrecc"], randomized=False))
   assert [i for i, _ in got] == [2] and got[0][1] == {"dialog_": "DIALOG:\na\n- ", "answer": "b"}
   assert registry.filtered_rows.counts["qrecc"] == before + 1
-  assert sum(sources.skipped_rows().values()) == 1
+  assert sum(readers.skipped_rows().values()) == 1
   assert "q_re_cc:1.0.0[train]:1: skipped row" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Every Muffin task through preprocess -> template in every FLAN variant, on the mock rows of
-`flan_jax.data.mock_sources` (`tfds.testing.mock_data` with the real TFDS feature specs, made valid; hand-written
+`flan_jax.data.files.mock_sources` (`tfds.testing.mock_data` with the real TFDS feature specs, made valid; hand-written
 rows with the same features where mock_data cannot build offline), so a broken field mapping fails here; a
 representative sample goes on through seqio tokenization. Rendering runs in plain Python (`flan_render.render`);
 only the sample builds tf.data.
@@ -12,12 +12,11 @@ import itertools
 import pytest
 import seqio
 
-from flan_jax.data import flan_render
-from flan_jax.data import mock_sources
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import templates as tpl
-from flan_jax.data import vocab
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import mock_sources, readers
+from flan_jax.data.rendering import flan_render
+from flan_jax.data.rendering import templates as tpl
+from flan_jax.data.seqio_adapter import vocab
 from tasks import muffin
 from tasks import muffin_preprocessors as mp
 
@@ -44,7 +43,7 @@ def _problems(config: muffin.MuffinConfig) -> list[str]:
   out = []
   ds = muffin.dataset(config)
   where = f"tfds:{config.tfds.full_name}[{config.tfds.split}]"
-  before = sources.skipped_rows().get(where, 0)
+  before = readers.skipped_rows().get(where, 0)
   for v in registry.flan_variants(config.pattern_key, config.has_options, config.name):
     task = config.name + v.suffix
     stream = flan_render.render(ds, v, task)
@@ -64,7 +63,7 @@ def _problems(config: muffin.MuffinConfig) -> list[str]:
       out.append(f"{task}: options rendered in a no-options variant")
     if any(not g["inputs"].strip() or not g["targets"].strip() for g in got):
       out.append(f"{task}: empty inputs or targets")
-  skipped = sources.skipped_rows().get(where, 0) - before
+  skipped = readers.skipped_rows().get(where, 0) - before
   if skipped:
     out.append(f"{config.name}: {skipped} rows skipped as malformed")
   return out

@@ -6,11 +6,9 @@ import json
 import pytest
 import seqio
 
-from flan_jax.data import flan_render
-from flan_jax.data import availability
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import mixing
-from flan_jax.data import registry
+from flan_jax.data.catalog import availability, mixing, registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.rendering import flan_render
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +108,7 @@ def test_available_mixture_leaves_out_missing_files(registered, capfd):
 
 
 def test_readers_of_a_task_file_share_one_parse_and_skips_count_once(tmp_path, monkeypatch):
-  from flan_jax.data import sources
+  from flan_jax.data.files import readers
   task = "task9999_shared_parse_test"
   (tmp_path / "niv2" / "tasks").mkdir(parents=True)
   instances = [{"id": f"i{i}", "input": f"in {i}", "output": [f"out {i}", "alt"]} for i in range(4)]
@@ -118,10 +116,10 @@ def test_readers_of_a_task_file_share_one_parse_and_skips_count_once(tmp_path, m
   (tmp_path / "niv2" / "tasks" / f"{task}.json").write_text(json.dumps({"Definition": ["Do it."],
                                                                         "Instances": instances}, indent=1))
   monkeypatch.setattr(data_dir_lib, "_explicit", tmp_path)
-  sources.reset_skipped_rows()
-  (d1, rows1), (d2, rows2) = sources.read_niv2_instances(task), sources.read_niv2_instances(task)
+  readers.reset_skipped_rows()
+  (d1, rows1), (d2, rows2) = readers.read_niv2_instances(task), readers.read_niv2_instances(task)
   assert d1 == d2 == "Do it."
   first, second = list(rows1), list(rows2)
   assert first == second == [(i + (i >= 2), {"input": f"in {i}", "output": f"out {i}"}) for i in range(4)]
   assert first[0][1]["input"] is second[0][1]["input"]  # one parse behind both readers
-  assert sources.skipped_rows() == {str(tmp_path / "niv2" / "tasks" / f"{task}.json"): 1}
+  assert readers.skipped_rows() == {str(tmp_path / "niv2" / "tasks" / f"{task}.json"): 1}

@@ -1,6 +1,6 @@
 """T0-SF: every subtask through the full pipeline (read -> preprocess -> template -> tokenize).
 
-P3 rows are `flan_jax.data.mock_sources`' hand-written ones (`huggingface:bigscience__p3` cannot be mocked
+P3 rows are `flan_jax.data.files.mock_sources`' hand-written ones (`huggingface:bigscience__p3` cannot be mocked
 offline), with P3's features (`inputs_pretokenized`, `targets_pretokenized`, and for multiple choice
 `answer_choices`). The promptsource route renders raw rows written as JSON lines with the real templates.
 """
@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 import seqio
 
-from flan_jax.data import flan_render
-from flan_jax.data import mock_sources
-from flan_jax.data import registry
-from flan_jax.data import sources
-from flan_jax.data import tfds_source
-from flan_jax.data import vocab
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import mock_sources, readers, tfds_source
+from flan_jax.data.rendering import flan_render
+from flan_jax.data.seqio_adapter import vocab
 from tasks import t0
 
 NUM_ROWS = 20
@@ -102,10 +100,10 @@ def test_malformed_rows_are_warned_and_counted(capsys):
   st = next(s for s in t0.subtasks() if s.multiple_choice)
   row = functools.partial(mock_sources.p3_row, st.subtask, st.multiple_choice)
   rows = [(0, row(0)), (1, {**row(1), "targets_pretokenized": b"nope"}), (2, row(2))]
-  sources.reset_skipped_rows()
+  readers.reset_skipped_rows()
   kept = list(t0._preprocessed(st, "tfds:x[train]", iter(rows)))
   assert [i for i, _ in kept] == [0, 2]
-  assert sources.skipped_rows() == {"tfds:x[train]": 1}
+  assert readers.skipped_rows() == {"tfds:x[train]": 1}
   assert "tfds:x[train]:1: skipped row" in capsys.readouterr().err
 
 
@@ -129,11 +127,11 @@ def test_promptsource_route_renders_raw_rows(tmp_path, capsys):
   st = next(s for s in t0.subtasks() if s.subtask == "quail_no_prompt_text")
   ds = t0.promptsource_dataset(st, tmp_path / "raw")
   ds.check_available()
-  sources.reset_skipped_rows()
+  readers.reset_skipped_rows()
   got = list(ds.rows())
   assert len(got) == 12 and got[0][1]["answer"] == "Bo" and got[0][1]["options"] == ["Cy", "Bo", "Di", "Ed"]
   assert "Ann met Bo on day 0." in got[0][1]["question"] and "\n" not in got[0][1]["question"]
-  assert sources.skipped_rows() == {str(raw / "train.jsonl"): 1}
+  assert readers.skipped_rows() == {str(raw / "train.jsonl"): 1}
   assert "train.jsonl:6: skipped row: not JSON" in capsys.readouterr().err
   other = next(s for s in t0.subtasks() if s.subtask.startswith("wiki_qa_"))
   with pytest.raises(t0.data_dir_lib.DataMissingError, match="wiki_qa/train.jsonl"):

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from flan_jax.data import flan_render
-from flan_jax.data import registry
-from flan_jax.data import templates as tpl
+from flan_jax.data.catalog import registry
+from flan_jax.data.rendering import flan_render
+from flan_jax.data.rendering import templates as tpl
 from tests.flan_task_fixtures import hand_rows
 
 

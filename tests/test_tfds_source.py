@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import tfds_source
-from flan_jax.data.tfds_source import TfdsSpec
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import tfds_source
+from flan_jax.data.files.tfds_source import TfdsSpec
 
 TRAIN_ROWS = 10
 
@@ -151,7 +151,7 @@ def test_values_are_what_tfds_as_numpy_gives(prepared, split):
 
 
 def test_reading_imports_no_tensorflow(prepared):
-  code = ("import sys; from flan_jax.data import tfds_source as t; t.set_tfds_data_dir(sys.argv[1]); "
+  code = ("import sys; from flan_jax.data.files import tfds_source as t; t.set_tfds_data_dir(sys.argv[1]); "
           "n = len(list(t.read(t.TfdsSpec('flan_jax_tiny_text', '1.0.0')))); "
           "print(n, 'tensorflow' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code, str(prepared)], capture_output=True, text=True, timeout=120,

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 
-from flan_jax.data import tokenizer
-from flan_jax.data import vocab
+from flan_jax.data.rendering import tokenizer
+from flan_jax.data.seqio_adapter import vocab
 
 TEXTS = ("Hello world", "translate English to German: The house is wonderful.", "Fill <extra_id_0> and <extra_id_99>.",
          "  spaces\tand\nnewlines  ", "Ünïcödé — ½ ｆｕｌｌｗｉｄｔｈ", "")
@@ -24,7 +24,7 @@ def test_ids_equal_seqio_vocabulary(flan_data_dir):
 
 
 def test_processor_follows_the_data_dir(flan_data_dir, tmp_path, monkeypatch):
-  from flan_jax.data import data_dir as data_dir_lib
+  from flan_jax.data.files import data_dir as data_dir_lib
   (tmp_path / "vocab").mkdir()
   (tmp_path / "vocab" / "cc_all.32000.sentencepiece.model").write_bytes(
       (flan_data_dir / tokenizer.VOCAB_PATH).read_bytes())

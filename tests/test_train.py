@@ -129,7 +129,7 @@ def test_missing_data_fails_naming_it_unless_only_available():
 
 
 def test_tfds_data_dir_reaches_every_reader(tmp_path):
-  from flan_jax.data import tfds_source  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.files import tfds_source  # pylint: disable=import-outside-toplevel
   try:
     code, _ = _bad(f"--tfds_data_dir={tmp_path}", "--gin.BATCH_SIZE=6")  # fails after the flags took effect
     assert code == 1

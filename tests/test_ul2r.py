@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from flan_jax.data import (availability, data_dir, denoisers, host_batches, input_pipeline, mixing, registry,
-                           sources, text_sources, tfds_source, token_tasks, tokenizer, ul2r)
-from flan_jax.data.pipeline import blocks
+from flan_jax.data.catalog import availability, mixing, registry, token_tasks, ul2r
+from flan_jax.data.files import data_dir, readers, text_sources, tfds_source
+from flan_jax.data.pipeline import blocks, host_batches, input_pipeline
 from flan_jax.data.pipeline import sources as task_sources
+from flan_jax.data.rendering import denoisers, tokenizer
 from flan_jax.data_layout import HostDataLayout
 from tests.batch_checks import assert_batches_equal
 
@@ -115,7 +116,7 @@ def test_text_files_read_lines_paragraphs_and_jsonl(tmp_path):
 def test_text_files_errors_name_file_and_line(tmp_path, content, unit, message):
   path = tmp_path / "bad.txt"
   path.write_bytes(content)
-  with pytest.raises(sources.DataFormatError, match=f"^{path}{message}"):
+  with pytest.raises(readers.DataFormatError, match=f"^{path}{message}"):
     list(text_sources.TextFiles(str(path), unit).documents("train"))
 
 
@@ -160,7 +161,7 @@ def test_tfds_text_reads_a_prepared_dataset_by_split(tmp_path, flan_data_dir):
     task = ul2r.Ul2rTask("ul2r_test_tfds", source)
     held_out = _examples(task, split="validation")
     assert len(held_out) >= 5 and all(x[-1] == y[-1] == tokenizer.EOS_ID for x, y in held_out)
-    with pytest.raises(sources.DataFormatError, match=r"record 0: no feature 'body' \(has \['id', 'text'\]\)"):
+    with pytest.raises(readers.DataFormatError, match=r"record 0: no feature 'body' \(has \['id', 'text'\]\)"):
       next(text_sources.TfdsText("ul2r_tiny_corpus", "1.0.0", "body").documents("train"))
   finally:
     tfds_source.set_tfds_data_dir(None)
@@ -176,11 +177,11 @@ def flan_catalog(flan_data_dir):
 def test_task_fields_read_a_flan_tasks_rows(flan_catalog):
   source = text_sources.TaskFields("cot_gsm8k_template_0to10_zero_shot", ("question", "chain_of_thought"))
   first = next(source.documents("train"))
-  _, row = next(sources.read_cot_tsv(data_dir.data_file("flan/cot/gsm8k_train.tsv")))
+  _, row = next(readers.read_cot_tsv(data_dir.data_file("flan/cot/gsm8k_train.tsv")))
   assert first == row["question"] + "\n" + row["chain_of_thought"]
   with pytest.raises(ValueError, match="'no_such_task' is not a registered Flan task"):
     text_sources.TaskFields("no_such_task", ("question",)).check_available()
-  with pytest.raises(sources.DataFormatError, match=r"row 1: no field\(s\) \['nope'\]"):
+  with pytest.raises(readers.DataFormatError, match=r"row 1: no field\(s\) \['nope'\]"):
     next(text_sources.TaskFields("cot_gsm8k_template_0to10_zero_shot", ("nope",)).documents("train"))
 
 

@@ -1,4 +1,4 @@
-"""Derivation of the data dir's JSON/CSV from upstream-shaped sources (flan_jax.data.upstream_ast).
+"""Derivation of the data dir's JSON/CSV from upstream-shaped sources (flan_jax.data.files.upstream_ast).
 
 Hand-written miniature upstream modules live in tests/fixtures/upstream/; their expected outputs are
 written out by hand below. The real data dir checks the derivation at full scale: an upstream-shaped
@@ -16,8 +16,8 @@ import pathlib
 
 import pytest
 
-from flan_jax.data import upstream_ast
-from flan_jax.data.upstream_ast import UpstreamShapeError
+from flan_jax.data.files import upstream_ast
+from flan_jax.data.files.upstream_ast import UpstreamShapeError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "upstream"
 NO_OPTIONS_REMOVALS = ["\n\n{options_}", "\n{options_}", "{options_}", "\n\n{options_str}"]

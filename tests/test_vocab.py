@@ -1,4 +1,4 @@
-from flan_jax.data import vocab
+from flan_jax.data.seqio_adapter import vocab
 
 
 def test_t5_vocabulary_has_sentinels_and_known_ids(flan_data_dir):

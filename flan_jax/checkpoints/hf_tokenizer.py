@@ -30,7 +30,8 @@ def _extra_ids() -> list[str]:
 
 def write(directory: str | pathlib.Path, max_length: int = 512) -> None:
   """Writes the tokenizer files of the data dir's vocabulary into an export dir."""
-  from flan_jax.data import data_dir, tokenizer
+  from flan_jax.data.files import data_dir
+  from flan_jax.data.rendering import tokenizer
   directory = pathlib.Path(directory)
   shutil.copyfile(data_dir.data_file(tokenizer.VOCAB_PATH, source="vocab"), directory / SPIECE)
   config = {"tokenizer_class": "T5Tokenizer", "extra_ids": EXTRA_IDS, "additional_special_tokens": _extra_ids(),
@@ -60,7 +61,7 @@ def _pieces_of_tokenizer_json(path: pathlib.Path) -> list[str] | None:
 
 def check_vocabulary(directory: str | pathlib.Path, vocab_size: int) -> None:
   """Refuses an HF dir whose own tokenizer differs from the data dir's vocabulary (nothing to check without one)."""
-  from flan_jax.data import tokenizer  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.rendering import tokenizer  # pylint: disable=import-outside-toplevel
   directory = pathlib.Path(directory)
   if (directory / SPIECE).exists():
     source, theirs = directory / SPIECE, _pieces_of_spiece(directory / SPIECE)

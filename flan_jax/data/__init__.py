@@ -1,1 +1,4 @@
-"""The Flan data layer: data dir, vocabulary, template rendering, few-shot assembly, mixing and packing."""
+"""The Flan data layer, in five rooms (docs/architecture.md): `files` (where the bytes come from), `catalog` (task
+and mixture names, rates, presence), `rendering` (one example's text and ids), `pipeline` (the training input) and
+`seqio_adapter` (the seqio mirror for T5X users). The `flan-jax data` command (`cli`, `doctor`, `stats`,
+`collection`) sits here."""

@@ -1,7 +1,7 @@
 """`flan-jax data`: list, show and measure the registered Flan tasks and mixtures; download, verify and check overlap.
 
 Tasks are found through seqio's registries after importing `--module` (default `tasks`, which registers everything);
-the library itself never imports `tasks`. `download` / `verify` come from `flan_jax.data.download`, `doctor` from
+the library itself never imports `tasks`. `download` / `verify` come from `flan_jax.data.files.download`, `doctor` from
 `flan_jax.data.doctor` and `overlap` from `flan_jax.evaluation.overlap`, each adding its own subcommands through
 `register_cli(subparsers)` (a parser with `needs_registry=True` gets `--module` imported first).
 """
@@ -16,15 +16,15 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import packing
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.pipeline import packing
 
 # Modules that add subcommands of their own: `register_cli(subparsers)` adds parsers whose `func(args)` returns
 # an exit code. Only the module of the command given is imported (overlap pulls in JAX, doctor TFDS), so that
 # `download` / `verify` start in a second and fail fast offline.
 PLUGINS = {
-    "download": "flan_jax.data.download",
-    "verify": "flan_jax.data.download",
+    "download": "flan_jax.data.files.download",
+    "verify": "flan_jax.data.files.download",
     "doctor": "flan_jax.data.doctor",
     "overlap": "flan_jax.evaluation.overlap",
 }
@@ -71,7 +71,7 @@ def lookup(name: str):
 def with_available_tasks(name: str):
   """(the task or mixture to read, the tasks left out): a mixture's tasks whose data is absent are left out (said
   in one line, `availability.resolve`); a task is read as it is, so a missing file is named when it is read."""
-  from flan_jax.data import availability, mixing  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import availability, mixing  # pylint: disable=import-outside-toplevel
   provider = lookup(name)
   if name not in mixing.MIXTURES and not isinstance(provider, _seqio().Mixture):
     return provider, []
@@ -110,8 +110,9 @@ def _to_python(value: Any) -> Any:
 def skip_counters() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
   """(rows skipped per data file, few-shot queries dropped per task, rows FLAN's filters left out per dataset)
   so far in this process."""
-  from flan_jax.data import registry, sources  # pylint: disable=import-outside-toplevel
-  return sources.skipped_rows(), dict(registry.dropped_queries.counts), dict(registry.filtered_rows.counts)
+  from flan_jax.data.catalog import registry  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.files import readers  # pylint: disable=import-outside-toplevel
+  return readers.skipped_rows(), dict(registry.dropped_queries.counts), dict(registry.filtered_rows.counts)
 
 
 def _since(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -129,7 +130,7 @@ def cmd_list(args: argparse.Namespace) -> int:
   except re.error as e:
     print(f"flan-jax data list: --filter {args.filter!r} is not a valid regex: {e}", file=sys.stderr)
     return 2
-  from flan_jax.data import mixing  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import mixing  # pylint: disable=import-outside-toplevel
   seqio = _seqio()
   mixtures = set(seqio.MixtureRegistry.names())
   for name in registered_names(args.kind):
@@ -142,7 +143,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-  from flan_jax.data import mixing, token_tasks, tokenizer  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import mixing, token_tasks  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.rendering import tokenizer  # pylint: disable=import-outside-toplevel
   before = skip_counters()
   # Token tasks (UL2R) make ids without text: their examples are shown decoded.
   ids_only = args.name in token_tasks.TASKS or (

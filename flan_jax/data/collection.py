@@ -20,7 +20,7 @@ import dataclasses
 import re
 from typing import Iterable
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 
 COLLECTION_INFO = "flan/flan_collection_info.csv"
 PAPER_COUNTS = {"Muffin": 80, "T0-SF": 193, "NIV2": 1554, "CoT": 9}
@@ -52,7 +52,7 @@ class PartCount:
 
 def registered_bases() -> dict[str, dict[str, object]]:
   """part -> {base name: its FlanDataset}, over every registered Flan task."""
-  from flan_jax.data import registry  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import registry  # pylint: disable=import-outside-toplevel
   out: dict[str, dict[str, object]] = collections.defaultdict(dict)
   for task in registry.TASKS.values():
     ds = task.dataset
@@ -112,9 +112,9 @@ def _muffin_notes(registered: set[str], listed: list[str]) -> list[str]:
 
 
 def _niv2_notes(registered: int) -> list[str]:
-  from flan_jax.data import sources  # pylint: disable=import-outside-toplevel
-  meta = sources.niv2_metadata()
-  test = set(sources.niv2_split("test"))
+  from flan_jax.data.files import readers  # pylint: disable=import-outside-toplevel
+  meta = readers.niv2_metadata()
+  test = set(readers.niv2_split("test"))
   mmlu = [t for t in meta if _niv2_id(t) in range(664, 668) or _niv2_id(t) in range(685, 738)]
   held_out = [t for t in meta if t in test and t not in mmlu]
   kept = [t for t in meta if t not in mmlu and t not in held_out]

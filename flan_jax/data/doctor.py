@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import TextIO
 
-from flan_jax.data import tfds_source
-from flan_jax.data.availability import TaskStatus, diagnose, fixes
+from flan_jax.data.catalog.availability import TaskStatus, diagnose, fixes
+from flan_jax.data.files import tfds_source
 
 
 def report(name: str, statuses: list[TaskStatus], out: TextIO, verbose: bool = False,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flan_jax.data import packing
+from flan_jax.data.pipeline import packing
 
 if TYPE_CHECKING:  # the rest of this module runs without TensorFlow
   import seqio

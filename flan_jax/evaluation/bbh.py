@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 from flan_jax.evaluation import answers
 from flan_jax.evaluation.examples import EvalDataError, EvalExample
 

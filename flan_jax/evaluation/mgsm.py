@@ -24,7 +24,7 @@ import json
 import re
 import unicodedata
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 from flan_jax.evaluation import answers, numbers
 from flan_jax.evaluation.examples import EvalDataError, EvalExample, read_tsv_rows
 

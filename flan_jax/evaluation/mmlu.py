@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 from flan_jax.evaluation.examples import EvalDataError, EvalExample, read_csv_rows
 
 LETTERS = ("A", "B", "C", "D")

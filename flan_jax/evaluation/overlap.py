@@ -71,7 +71,8 @@ def overlap(train_texts: Iterable[str], examples: Sequence[EvalExample], n: int 
 def _train_texts(name: str, split: str, limit: int | None, only_available: bool = False) -> Iterable[str]:
   import seqio
 
-  from flan_jax.data import availability, data_dir
+  from flan_jax.data.catalog import availability
+  from flan_jax.data.files import data_dir
   try:
     name = availability.resolve(name, only_available, "mixture")
   except data_dir.DataMissingError as e:

@@ -13,10 +13,12 @@ from typing import Mapping
 
 import numpy as np
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import host_batches, registry, tfds_source, tokenizer
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import tfds_source
+from flan_jax.data.pipeline import host_batches, sources
 from flan_jax.data.pipeline import schedule as schedule_lib
-from flan_jax.data.pipeline import sources
+from flan_jax.data.rendering import tokenizer
 
 Ragged = tuple[np.ndarray, np.ndarray]
 FEATURES = ("inputs", "targets")

@@ -17,8 +17,8 @@ import grain
 from absl import flags
 import numpy as np
 
-from flan_jax.data import host_batches
 from flan_jax.data.pipeline import blocks as blocks_lib
+from flan_jax.data.pipeline import host_batches
 
 
 class InputStateError(ValueError):

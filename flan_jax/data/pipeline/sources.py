@@ -20,7 +20,8 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from flan_jax.data import flan_render, registry, token_tasks
+from flan_jax.data.catalog import registry, token_tasks
+from flan_jax.data.rendering import flan_render
 
 Ragged = tuple[np.ndarray, np.ndarray]
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 
 ENV_VAR = "TFDS_DATA_DIR"
 HF_PREFIX = "huggingface:"

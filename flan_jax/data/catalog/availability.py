@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import mixing, registry, token_tasks
+from flan_jax.data.catalog import mixing, registry, token_tasks
+from flan_jax.data.files import data_dir as data_dir_lib
 
 
 @dataclasses.dataclass(frozen=True)

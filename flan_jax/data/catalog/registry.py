@@ -19,9 +19,9 @@ import os
 import random
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import fewshot
-from flan_jax.data import templates as tpl
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.rendering import fewshot
+from flan_jax.data.rendering import templates as tpl
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
 X_SHOT_CANDIDATES = 25
@@ -209,8 +209,8 @@ class FlanTask:
     return n // t * t
 
   def _num_cases(self) -> int:
-    from flan_jax.data import sources  # pylint: disable=import-outside-toplevel
-    table = sources.load_json_cached(data_dir_lib.data_file("flan/num_cases.json", source="flan"))
+    from flan_jax.data.files import readers  # pylint: disable=import-outside-toplevel
+    table = readers.load_json_cached(data_dir_lib.data_file("flan/num_cases.json", source="flan"))
     cases = table["T_NAME_TO_NUM_CASES"]
     for key in (self.dataset.name, self.dataset.name.replace("_input_inversion", "")):
       if key in cases:

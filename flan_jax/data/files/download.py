@@ -30,9 +30,9 @@ import urllib.parse
 import urllib.request
 from typing import Callable
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import manifest as manifest_lib
-from flan_jax.data import upstream_ast
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import manifest as manifest_lib
+from flan_jax.data.files import upstream_ast
 
 BASE_URL_ENV = "FLAN_JAX_DOWNLOAD_BASE_URL"
 UPSTREAM_CACHE = ".upstream"

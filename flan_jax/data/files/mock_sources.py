@@ -39,9 +39,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import sources
-from flan_jax.data import tfds_source
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import readers, tfds_source
 
 MARKER_VERSION = "1.0.0"  # the version dir marked for community datasets, which pin none
 DIALOG_TURNS = 9
@@ -224,7 +223,7 @@ def mock_niv2_tasks(overlay_dir: str | os.PathLike, tasks: Iterable[str], num_ro
   """
   real = data_dir_lib.data_dir()
   overlay = pathlib.Path(overlay_dir)
-  meta = sources.niv2_metadata()
+  meta = readers.niv2_metadata()
   overlay.mkdir(parents=True, exist_ok=True)
   for entry in real.iterdir():
     if entry.name != "niv2":
@@ -233,11 +232,11 @@ def mock_niv2_tasks(overlay_dir: str | os.PathLike, tasks: Iterable[str], num_ro
     if entry.name != "tasks":
       (overlay / "niv2").mkdir(parents=True, exist_ok=True)
       (overlay / "niv2" / entry.name).symlink_to(entry)
-  task_dir = overlay / sources.NIV2_TASKS_DIR
+  task_dir = overlay / readers.NIV2_TASKS_DIR
   task_dir.mkdir(parents=True, exist_ok=True)
   mocked = []
   for task in tasks:
-    real_file = real / sources.NIV2_TASKS_DIR / f"{task}.json"
+    real_file = real / readers.NIV2_TASKS_DIR / f"{task}.json"
     if real_file.exists():
       (task_dir / real_file.name).symlink_to(real_file)
       continue

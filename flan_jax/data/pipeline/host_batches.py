@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from flan_jax.data import packing
+from flan_jax.data.pipeline import packing
 
 if TYPE_CHECKING:  # the layout itself needs no seqio (and so no TensorFlow)
   import seqio

@@ -11,8 +11,8 @@ import dataclasses
 import random
 from typing import Callable, Hashable, MutableMapping, Sequence
 
-from flan_jax.data import templates as templates_lib
-from flan_jax.data import tokenizer
+from flan_jax.data.rendering import templates as templates_lib
+from flan_jax.data.rendering import tokenizer
 
 FEW_SHOT_MAX_LEN = 1920
 MIX_SEPARATOR_CHOICES = ("\n", "\n\n", "\n\n\n")

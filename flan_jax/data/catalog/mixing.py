@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Sequence
 
-from flan_jax.data import registry, token_tasks
+from flan_jax.data.catalog import registry, token_tasks
 
 MIXTURE_CAPS = {"FLAN": 30000, "T0": 20000, "CoT": 100000, "NIv2": 5000, "Dialog": 200000}
 MIXTURE_CAPS["CoT-II"] = MIXTURE_CAPS["CoT"]

@@ -22,9 +22,10 @@ import os
 import pathlib
 from typing import Iterator, Protocol
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import registry, tfds_source
-from flan_jax.data.sources import DataFormatError
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import tfds_source
+from flan_jax.data.files.readers import DataFormatError
 
 UNITS = ("line", "paragraph", "jsonl")
 

@@ -25,9 +25,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import fewshot, registry, tfds_source
-from flan_jax.data import templates as tpl
+from flan_jax.data.catalog import registry
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import tfds_source
+from flan_jax.data.rendering import fewshot
+from flan_jax.data.rendering import templates as tpl
 
 ROWS_BUDGET = 2_000_000  # rows kept in memory per process, over all datasets; the least recently used go first
 TOKEN_COUNT_MEMO = 200_000  # (row, template) token counts kept per task

@@ -1,8 +1,8 @@
 """seqio feature converters with a selectable packer: encoder-decoder and prefix-LM (decoder-only).
 
 `pack=False` pads each example; `pack='greedy'` (or True) is seqio's own next-fit packer; `pack='ffd'` is our
-fit-decreasing packer (`flan_jax.data.packing`), which needs fewer rows when one feature binds. The model features
-are exactly seqio's (`EncDecFeatureConverter`, `PrefixLMFeatureConverter`): only the packer differs, so
+fit-decreasing packer (`flan_jax.data.pipeline.packing`), which needs fewer rows when one feature binds. The model
+features are exactly seqio's (`EncDecFeatureConverter`, `PrefixLMFeatureConverter`): only the packer differs, so
 `seqio.get_dataset(..., feature_converter=...)` and T5X-style trainers take them as they are.
 
 FFD inside tf.data: the stream is cut into blocks of `block_size` examples (`ragged_batch`), each block is packed by one
@@ -17,7 +17,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from flan_jax.data import packing
+from flan_jax.data.pipeline import packing
 
 PACKERS = (False, "greedy", "ffd")
 

@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import Any, Iterator
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 
 COT_COLUMNS = ("question", "answer", "chain_of_thought")
 NIV2_TASKS_JSON = "flan/niv2_tasks.json"

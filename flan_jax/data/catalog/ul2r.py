@@ -19,8 +19,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from flan_jax.data import denoisers as denoisers_lib
-from flan_jax.data import registry, text_sources, token_tasks, tokenizer
+from flan_jax.data.catalog import registry, token_tasks
+from flan_jax.data.files import text_sources
+from flan_jax.data.rendering import denoisers as denoisers_lib
+from flan_jax.data.rendering import tokenizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ import random
 import re
 from typing import Any, Mapping, Sequence
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import sources
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import readers
 
 TEMPLATES_JSON = "flan/templates.json"
 _FIELD_RE = re.compile(r"({\w*})")
@@ -97,7 +97,7 @@ def _pairs(path, table: str, raw: Mapping[str, Any]) -> dict[str, list[tuple[str
   out = {}
   for key, pats in raw.items():
     if not all(isinstance(p, list) and len(p) == 2 for p in pats):
-      raise sources.DataFormatError(f"{path}: {table}[{key!r}] must hold [inputs, targets] pairs")
+      raise readers.DataFormatError(f"{path}: {table}[{key!r}] must hold [inputs, targets] pairs")
     out[key] = [(p[0], p[1]) for p in pats]
   return out
 
@@ -109,14 +109,14 @@ def _fewshot(path, table: str, raw: Mapping[str, Any]) -> dict[str, list[FewShot
     try:
       out[key] = [FewShotPattern(**{k: v for k, v in p.items() if k in fields}) for p in pats]
     except TypeError as e:
-      raise sources.DataFormatError(f"{path}: {table}[{key!r}]: {e}") from None
+      raise readers.DataFormatError(f"{path}: {table}[{key!r}]: {e}") from None
   return out
 
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, size: int, mtime_ns: int) -> Templates:
   del size, mtime_ns
-  raw = sources.load_json(path)
+  raw = readers.load_json(path)
   try:
     return Templates(
         patterns=_pairs(path, "PATTERNS", raw["PATTERNS"]),
@@ -130,7 +130,7 @@ def _load(path: str, size: int, mtime_ns: int) -> Templates:
         opt_item_end_strs=[list(x) for x in raw["OPT_ITEM_END_STR_CANDIDATES"]],
     )
   except KeyError as e:
-    raise sources.DataFormatError(f"{path}:1: missing top-level key {e.args[0]!r}") from None
+    raise readers.DataFormatError(f"{path}:1: missing top-level key {e.args[0]!r}") from None
 
 
 def load_templates() -> Templates:

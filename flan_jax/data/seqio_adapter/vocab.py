@@ -5,8 +5,8 @@ import functools
 
 import seqio
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data.tokenizer import EOS_ID, EXTRA_IDS, PAD_ID, VOCAB_PATH  # noqa: F401  (re-exported)
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.rendering.tokenizer import EOS_ID, EXTRA_IDS, PAD_ID, VOCAB_PATH  # noqa: F401  (re-exported)
 
 
 class FlanVocabulary(seqio.SentencePieceVocabulary):

@@ -17,7 +17,7 @@ import numpy as np
 import sentencepiece
 from sentencepiece import sentencepiece_model_pb2
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 
 VOCAB_PATH = "vocab/cc_all.32000.sentencepiece.model"
 EXTRA_IDS = 100

@@ -17,9 +17,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from flan_jax.data import data_dir as data_dir_lib
-from flan_jax.data import flan_render, host_batches, mixing, registry, tfds_source, token_tasks
-from flan_jax.data.pipeline import blocks, host_input, schedule, sources
+from flan_jax.data.catalog import mixing, registry, token_tasks
+from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import tfds_source
+from flan_jax.data.pipeline import blocks, host_batches, host_input, schedule, sources
+from flan_jax.data.rendering import flan_render
 from flan_jax.data_layout import HostDataLayout
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from flan_jax.data import denoisers, text_sources
+from flan_jax.data.files import text_sources
+from flan_jax.data.rendering import denoisers
 
 # Segments are sized for the lengths seqio asks for; where it asks for none (e.g. `flan-jax data show`), UL2's.
 UNSIZED_LENGTHS = {"inputs": 512, "targets": 512}

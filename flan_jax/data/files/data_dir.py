@@ -31,7 +31,7 @@ def set_data_dir(path: str | os.PathLike | None) -> None:
 
 # A source checkout's root: a relative $FLAN_JAX_DATA_DIR written for the README's commands (run from there) still
 # resolves from a notebook or a script whose working dir is a subfolder.
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def _resolve(path: pathlib.Path) -> pathlib.Path:

@@ -26,7 +26,7 @@ import jinja2
 import jinja2.sandbox
 import yaml
 
-from flan_jax.data import data_dir as data_dir_lib
+from flan_jax.data.files import data_dir as data_dir_lib
 
 TEMPLATES_DIR = "promptsource/templates"
 SEPARATOR = "|||"

@@ -20,15 +20,12 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from flan_jax.data import flan_render
-from flan_jax.data import mixing
-from flan_jax.data import registry
-from flan_jax.data import seqio_denoisers
-from flan_jax.data import tokenizer
-from flan_jax.data import vocab
+from flan_jax.data.catalog import mixing, registry
+from flan_jax.data.rendering import flan_render, tokenizer
+from flan_jax.data.seqio_adapter import seqio_denoisers, vocab
 
 if TYPE_CHECKING:
-  from flan_jax.data import ul2r
+  from flan_jax.data.catalog import ul2r
 
 ENCODE_BATCH = 128
 
@@ -169,7 +166,7 @@ class _SeqioMirror:
 
 
 def _mirror_the_catalog() -> None:
-  from flan_jax.data import token_tasks  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.catalog import token_tasks  # pylint: disable=import-outside-toplevel
   for flan_task in registry.TASKS.values():
     add_task(flan_task)
   for task in token_tasks.TASKS.values():
