@@ -3,17 +3,18 @@ and how much of the machine's memory bandwidth flan_jax's decoder weight reads r
 
 Flan-T5-small shapes (random weights), 512-token inputs, exactly --new_tokens new tokens (EOS disabled on both
 sides), at each batch size of --batches (8 and 1). It follows benchmarks/protocol.py: the load average at start and
-end, one thread per core on both sides, and per batch size one warm-up call of each side, then --rounds rounds of
-flan_jax and HF alternately, each printing new tokens/s, then the medians and the median and spread of the per-round
-ratios flan_jax/HF.
+end, one thread per core on both sides, each side in a process of its own, and per batch size one warm-up call of each
+side, then --rounds rounds of flan_jax and HF alternately, each printing new tokens/s, then the medians and the median
+and spread of the per-round ratios flan_jax/HF.
 
 Memory bandwidth: numpy copying a 256 MiB array (one thread, best of 3), counted as bytes read + written per second.
 A greedy step at small batch reads every weight it uses once, so flan_jax's weight bytes/s = decoder weight bytes
 per step x steps/s is printed as a fraction of that bandwidth. Counted per step from the param tree: every parameter
 under `decoder` (its layers, final norm, relative-position bias and the untied LM head `logits_dense`) except the
 cross-attention key/value kernels (flan_jax projects the encoder output through them once per call, before the
-loop), plus the `batch` rows of the shared token embedding that the step gathers. steps/s is new_tokens / the
-call's time, which includes the encoder pass, so the fraction is a lower bound.
+loop), plus the `batch` rows of the shared token embedding that the step gathers. A second figure adds what the step
+reads besides weights: those projected keys and values (batch x input_len x heads x head_dim x 2 x layers, float32).
+steps/s is new_tokens / the call's time, which includes the encoder pass, so the fractions are lower bounds.
 
   ../shared/tools/quiet -- python benchmarks/decode.py [--batches 8,1] [--input_len 512] [--new_tokens 128]
                                                        [--rounds 4] [--dtype float32]
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -83,6 +85,36 @@ def memcpy_bandwidth(mib: int = 256, repeats: int = 3) -> float:
   return 2 * src.nbytes / best
 
 
+def flan_jax_side(batch: int, input_len: int, new_tokens: int, dtype: str) -> tuple[Callable[[], float], dict]:
+  """Greedy decoding in this process: new tokens/s per call, and the bytes one step reads."""
+  model, params = build_flan_jax(dtype)
+  ids = input_ids(batch, input_len)
+  config = inference.DecodeConfig("greedy", new_tokens, eos_id=-1)
+
+  def decode():
+    tokens, _ = inference.predict_batch(model, params, {"encoder_input_tokens": ids}, config)
+    assert tokens.shape == (batch, 1, new_tokens), tokens.shape
+
+  cfg = model.config
+  cross_kv = 2 * cfg.num_decoder_layers * batch * input_len * cfg.num_heads * cfg.head_dim * 4
+  return protocol.rate(decode, batch * new_tokens), {"weights": decoder_bytes_per_step(params, batch),
+                                                      "cross_kv": cross_kv}
+
+
+def hf_side(batch: int, input_len: int, new_tokens: int) -> tuple[Callable[[], float], None]:
+  protocol.torch_threads(protocol.cores())
+  hf_model = build_hf()
+  ids = torch.as_tensor(input_ids(batch, input_len), dtype=torch.long)
+  kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1)
+
+  def generate():
+    with torch.inference_mode():
+      out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+    assert out.shape[1] - 1 == new_tokens, out.shape
+
+  return protocol.rate(generate, batch * new_tokens), None
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batches", default="8,1", help="comma-separated batch sizes, each compared in its own rounds")
@@ -95,36 +127,25 @@ def main() -> None:
 
   comparable = protocol.start(with_torch=True)
   print(f"devices: {jax.devices()}; {args.input_len}-token inputs, {args.new_tokens} new tokens, Flan-T5-small "
-        f"shapes, batches {batches}")
-  model, params = build_flan_jax(args.dtype)
-  hf_model = build_hf()
-  config = inference.DecodeConfig("greedy", args.new_tokens, eos_id=-1)
-  hf_kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, num_beams=1)
+        f"shapes, batches {batches}; each side in its own process")
   bandwidth = memcpy_bandwidth()
   print(f"memcpy bandwidth (numpy, 256 MiB, one thread, best of 3): {bandwidth / 1e9:.2f} GB/s read + written")
 
   for batch in batches:
-    ids = input_ids(batch, args.input_len)
-    ids_torch = torch.as_tensor(ids, dtype=torch.long)
-
-    def flan_jax_decode():
-      tokens, _ = inference.predict_batch(model, params, {"encoder_input_tokens": ids}, config)
-      assert tokens.shape == (batch, 1, args.new_tokens), tokens.shape
-
-    def hf_generate():
-      with torch.inference_mode():
-        out = hf_model.generate(ids_torch, attention_mask=torch.ones_like(ids_torch), **hf_kwargs)
-      assert out.shape[1] - 1 == args.new_tokens, out.shape
-
     print(f"\nbatch {batch}:")
-    new_tokens = batch * args.new_tokens
-    figures = protocol.interleaved({"flan_jax": protocol.rate(flan_jax_decode, new_tokens),
-                                    "hf": protocol.rate(hf_generate, new_tokens)}, args.rounds, "new tokens/s")
+    sides = {"flan_jax": protocol.Isolated(flan_jax_side, batch, args.input_len, args.new_tokens, args.dtype),
+             "hf": protocol.Isolated(hf_side, batch, args.input_len, args.new_tokens)}
+    figures = protocol.interleaved(sides, args.rounds, "new tokens/s")
+    reads = sides["flan_jax"].info
+    for side in sides.values():
+      side.close()
     result = protocol.summary(figures, "flan_jax", "hf", "new tokens/s")
-    weight_bytes, steps_per_s = decoder_bytes_per_step(params, batch), result.median_a / batch
-    achieved = weight_bytes * steps_per_s
-    print(f"flan_jax weight reads: {weight_bytes / 1e6:.1f} MB/step x {steps_per_s:.1f} steps/s = "
-          f"{achieved / 1e9:.2f} GB/s = {achieved / bandwidth:.2f} of the memcpy bandwidth")
+    steps_per_s = result.median_a / batch
+    for what, size in (("weight reads", reads["weights"]),
+                       ("weight + cross-attention key/value reads", reads["weights"] + reads["cross_kv"])):
+      achieved = size * steps_per_s
+      print(f"flan_jax {what}: {size / 1e6:.1f} MB/step x {steps_per_s:.1f} steps/s = {achieved / 1e9:.2f} GB/s = "
+            f"{achieved / bandwidth:.2f} of the memcpy bandwidth")
   protocol.footer(comparable)
 
 

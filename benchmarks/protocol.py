@@ -8,6 +8,9 @@
 3. The sides run alternately, A B A B ..., for at least 3 rounds after one warm-up call of each (the compile and
    first call, reported apart). Every round's figure is printed, then each side's median and the median and
    spread (min-max) of the per-round ratios A/B: one pair of runs is never the result.
+4. Sides that use different runtimes (XLA and PyTorch) run in processes of their own (`Isolated`): in one process
+   each runtime's idle thread pool competes with the other's work (torch's train step fell from 530 to 250
+   tokens/s after XLA's first call in the same process). The idle side's process waits on a pipe meanwhile.
 
 A script calls `use_cores` before importing jax, `header` before its first measurement, `interleaved` and `summary`
 per comparison, and `footer` at the end.
@@ -15,11 +18,13 @@ per comparison, and `footer` at the end.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import statistics
 import sys
 import time
-from typing import Callable
+import traceback
+from typing import Any, Callable
 
 LOAD_PER_CORE = 0.3  # above this 1-minute load average per core at start, figures are not comparable
 MIN_ROUNDS = 3
@@ -155,3 +160,60 @@ def summary(figures: dict[str, list[float]], a: str, b: str, unit: str) -> Summa
         + " ".join(f"{r:.2f}" for r in ratios)
         + f", median {result.ratio_median:.2f}x (spread {result.ratio_min:.2f}-{result.ratio_max:.2f}x)")
   return result
+
+
+def _serve(factory: Callable[..., tuple[Callable[[], float], Any]], args: tuple, conn) -> None:
+  try:
+    measure, info = factory(*args)
+    conn.send(("ready", info))
+    while conn.recv():
+      conn.send(("figure", measure()))
+  except BaseException:  # noqa: BLE001 - the parent raises it, with this traceback
+    conn.send(("error", traceback.format_exc()))
+
+
+class Isolated:
+  """A measure function whose side lives in a spawned process: `factory(*args)` (a module-level function of the
+  script, which the child imports) builds the side there and returns (measure function, info); `info` is sent back
+  once, as `self.info`. Calling the object runs one measurement there and returns its figure."""
+
+  def __init__(self, factory: Callable[..., tuple[Callable[[], float], Any]], *args):
+    ctx = multiprocessing.get_context("spawn")
+    self._conn, child = ctx.Pipe()
+    self._process = ctx.Process(target=_serve, args=(factory, args, child), daemon=True)
+    self._process.start()
+    self.cpu: list[tuple[float, float]] = []
+    self.info = self._reply("ready")
+
+  def _reply(self, want: str) -> Any:
+    while not self._conn.poll(1.0):
+      if not self._process.is_alive():  # died before it could say why (e.g. unpickling the factory)
+        raise RuntimeError(f"benchmark side {self._process.name} exited with {self._process.exitcode}")
+    kind, value = self._conn.recv()
+    if kind == "error":
+      raise RuntimeError(f"benchmark side {self._process.name} failed:\n{value}")
+    assert kind == want, kind
+    return value
+
+  def __call__(self) -> float:
+    before = self._cpu_seconds()
+    self._conn.send(True)
+    figure = self._reply("figure")
+    self.cpu.append(tuple(b - a for a, b in zip(before, self._cpu_seconds())))
+    return figure
+
+  def _cpu_seconds(self) -> tuple[float, float]:
+    """(user, system) CPU seconds of the side's process so far, all its threads."""
+    with open(f"/proc/{self._process.pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+  def cpu_line(self, name: str) -> str:
+    """The user and system CPU seconds its measurements took, per call (system time is the kernel's: page faults
+    of fresh allocations show there)."""
+    return f"{name} CPU per call (user/system s): " + " ".join(f"{u:.1f}/{s:.1f}" for u, s in self.cpu)
+
+  def close(self) -> None:
+    self._conn.send(False)
+    self._process.join(timeout=60)

@@ -1,9 +1,9 @@
 """Train-step throughput: our jitted Flan-T5-small step vs the same step in HF transformers (PyTorch, eager).
 
-Batch 8 x (512 inputs + 128 targets), float32, Adafactor, one CPU process. It follows benchmarks/protocol.py: the
-load average at start and end, one thread per core on both sides, one warm-up call of each side, then --rounds
-rounds of jax and torch alternately (--steps train steps per side per round), each printing tokens/s, then the
-medians and the median and spread of the per-round ratios jax/torch. A float32 2048x2048 GEMM of each framework is
+Batch 8 x (512 inputs + 128 targets), float32, Adafactor. It follows benchmarks/protocol.py: the load average at
+start and end, one thread per core on both sides, each side in a process of its own, one warm-up call of each side,
+then --rounds rounds of jax and torch alternately (--steps train steps per side per round), each printing
+tokens/s, then the medians and the median and spread of the per-round ratios jax/torch. A float32 2048x2048 GEMM of each framework is
 timed the same way in the same run.
 
 MFU is printed against two peaks, both from XLA's FLOP count of our step (the torch step does the same math):
@@ -40,6 +40,7 @@ from flan_jax.checkpoints import hf  # noqa: E402
 from flan_jax.models.model import EncoderDecoderModel  # noqa: E402
 from flan_jax.models.t5 import T5Config  # noqa: E402
 
+FLUSH_DENORMALS = os.environ.get("TORCH_FLUSH_DENORMAL", "1") == "1"
 FMA_UNITS_PER_CORE = 2  # recent x86 server cores; /proc/cpuinfo does not say
 
 
@@ -82,19 +83,21 @@ def fma_peak_flops(cores: int) -> float:
   return peak
 
 
-def jax_gemm(n: int) -> Callable[[], object]:
+def jax_gemm(n: int) -> tuple[Callable[[], float], None]:
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
-  return lambda: f(a).block_until_ready()
+  return protocol.rate(lambda: f(a).block_until_ready(), 2 * n ** 3 / 1e9), None
 
 
-def torch_gemm(n: int) -> Callable[[], object]:
+def torch_gemm(n: int) -> tuple[Callable[[], float], None]:
+  protocol.torch_threads(protocol.cores())
   a = torch.randn(n, n)
-  return lambda: a @ a
+  return protocol.rate(lambda: a @ a, 2 * n ** 3 / 1e9), None
 
 
-def jax_train_step(config: T5Config, batch: dict[str, np.ndarray]) -> tuple[Callable[[], None], float]:
-  """Our partitioned train step on one device (its state carried from call to call), and XLA's FLOPs per step."""
+def jax_train_step(config: T5Config, batch: dict[str, np.ndarray], steps: int) -> tuple[Callable[[], float], float]:
+  """Our partitioned train step on one device (its state carried from call to call) as tokens/s over `steps`
+  steps, and XLA's FLOPs per step."""
   model = EncoderDecoderModel(config, z_loss=1e-4)
   part = partitioning.Partitioner(partitioning.PartitionerConfig(), jax.devices()[:1])
   opt = optimizers.Adafactor(optimizers.AdafactorConfig(), optimizers.constant_schedule(1e-3))
@@ -107,10 +110,12 @@ def jax_train_step(config: T5Config, batch: dict[str, np.ndarray]) -> tuple[Call
     state["s"], metrics = tr.train_step(state["s"], device_batch)
     jax.block_until_ready(metrics["loss"])
 
-  return step, tr.step_flops() or float("nan")
+  return protocol.rate(repeat(step, steps), steps * batch_tokens(batch)), tr.step_flops() or float("nan")
 
 
-def torch_train_step(config: T5Config, batch: dict[str, np.ndarray]) -> Callable[[], None]:
+def torch_train_step(config: T5Config, batch: dict[str, np.ndarray], steps: int) -> tuple[Callable[[], float], None]:
+  protocol.torch_threads(protocol.cores())
+  torch.set_flush_denormal(FLUSH_DENORMALS)
   torch.manual_seed(0)
   model = transformers.T5ForConditionalGeneration(transformers.T5Config(**hf.t5_config_to_hf(config)))
   model.train()
@@ -125,7 +130,11 @@ def torch_train_step(config: T5Config, batch: dict[str, np.ndarray]) -> Callable
     out.loss.backward()
     opt.step()
 
-  return step
+  return protocol.rate(repeat(step, steps), steps * batch_tokens(batch)), None
+
+
+def batch_tokens(batch: dict[str, np.ndarray]) -> int:
+  return batch["encoder_input_tokens"].size + batch["decoder_target_tokens"].size
 
 
 def repeat(fn: Callable[[], None], times: int) -> Callable[[], None]:
@@ -143,6 +152,9 @@ def main() -> None:
   parser.add_argument("--inputs", type=int, default=512)
   parser.add_argument("--targets", type=int, default=128)
   parser.add_argument("--gemm", type=int, default=2048, help="side of the square float32 GEMM timed for the peak")
+  parser.add_argument("--alone", action="store_true",
+                      help="run all rounds of one side, then all of the other (not the protocol's alternation: see "
+                           "docs/training.md on what alternation costs XLA's fresh allocations in this VM)")
   args = parser.parse_args()
 
   comparable = protocol.start(with_torch=True)
@@ -151,20 +163,27 @@ def main() -> None:
   config = T5Config(vocab_size=32128, emb_dim=512, num_heads=6, num_encoder_layers=8, num_decoder_layers=8,
                     head_dim=64, mlp_dim=1024, mlp_activations=("gelu", "linear"), dropout_rate=0.0)
   batch = make_batch(args.batch, args.inputs, args.targets, config.vocab_size)
-  tokens = args.batch * (args.inputs + args.targets)
+  tokens = batch_tokens(batch)
 
-  print(f"\nfloat32 {args.gemm}x{args.gemm} GEMM:")
-  gemm_gflop = 2 * args.gemm ** 3 / 1e9
-  gemm = protocol.interleaved({"jax": protocol.rate(jax_gemm(args.gemm), gemm_gflop),
-                               "torch": protocol.rate(torch_gemm(args.gemm), gemm_gflop)}, args.rounds, "GFLOP/s")
+  print(f"\nfloat32 {args.gemm}x{args.gemm} GEMM (each side in its own process):")
+  sides = {"jax": protocol.Isolated(jax_gemm, args.gemm), "torch": protocol.Isolated(torch_gemm, args.gemm)}
+  gemm = protocol.interleaved(sides, args.rounds, "GFLOP/s")
+  for side in sides.values():
+    side.close()
   gemm_peak = protocol.summary(gemm, "jax", "torch", "GFLOP/s")
 
-  print(f"\ntrain step, batch {args.batch} x ({args.inputs} + {args.targets}), {args.steps} steps per side per round:")
-  jax_step, flops = jax_train_step(config, batch)
-  torch_step = torch_train_step(config, batch)
-  steps = protocol.interleaved({"jax": protocol.rate(repeat(jax_step, args.steps), args.steps * tokens),
-                                "torch": protocol.rate(repeat(torch_step, args.steps), args.steps * tokens)},
-                               args.rounds, "tokens/s")
+  print(f"\ntrain step, batch {args.batch} x ({args.inputs} + {args.targets}), {args.steps} steps per side per round, "
+        "each side in its own process:")
+  sides = {"jax": protocol.Isolated(jax_train_step, config, batch, args.steps),
+           "torch": protocol.Isolated(torch_train_step, config, batch, args.steps)}
+  flops = sides["jax"].info
+  if args.alone:  # each side's rounds back to back: what each reaches without the other's process between calls
+    steps = {name: protocol.interleaved({name: side}, args.rounds, "tokens/s")[name] for name, side in sides.items()}
+  else:
+    steps = protocol.interleaved(sides, args.rounds, "tokens/s")
+  for name, side in sides.items():
+    print(side.cpu_line(name))
+    side.close()
   result = protocol.summary(steps, "jax", "torch", "tokens/s")
   print(f"XLA FLOPs per step: {flops / 1e9:.0f} GFLOP")
   for name, tokens_per_s, framework_peak in (("jax", result.median_a, gemm_peak.median_a),

@@ -143,3 +143,26 @@ def test_xla_pool_threads_sees_the_running_pool():
   import jax  # pylint: disable=import-outside-toplevel
   jax.devices()  # the CPU client starts its intra-op pool
   assert protocol.xla_pool_threads() >= 1
+
+
+def _pid_side(offset: int):
+  """An `Isolated` factory: measures report the process they ran in."""
+  return (lambda: float(os.getpid() + offset)), os.getpid()
+
+
+def _failing_side():
+  raise ValueError("cannot build this side")
+
+
+def test_isolated_sides_run_in_their_own_processes(monkeypatch):
+  monkeypatch.syspath_prepend(str(PATH.parent))  # the child imports `protocol` by this name, and this module
+  import protocol as importable  # pylint: disable=import-outside-toplevel
+  side = importable.Isolated(_pid_side, 0)
+  try:
+    assert side.info != os.getpid()
+    assert side() == side() == float(side.info)
+    assert len(side.cpu) == 2 and all(user >= 0 and system >= 0 for user, system in side.cpu)
+  finally:
+    side.close()
+  with pytest.raises(RuntimeError, match="cannot build this side"):
+    importable.Isolated(_failing_side)

@@ -420,12 +420,27 @@ def _attention_bwd(dtype, res, d_out):
   d_key = to_kv(jnp.einsum(f"{s['q']},{s['l']}->bhdk", query, d_logits)).astype(key.dtype)
   d_bias = None
   if bias is not None:
-    summed = tuple(i for i, n in enumerate(bias.shape) if n == 1 and d_logits.shape[i] != 1)
-    d_bias = jnp.sum(d_logits, axis=summed, keepdims=True).astype(bias.dtype)
+    d_bias = _bias_grad(d_logits, bias)
   return d_query, d_key, d_value, d_bias, None, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def _bias_grad(d_logits: Array, bias: Array) -> Array:
+  """The logits' gradient summed over the axes `bias` broadcasts along (the batch, for T5's relative-position bias).
+
+  Summed as a dot with a vector of ones: as a reduce, XLA:CPU defers every layer's batch sum into one fusion at the
+  end of the backward pass, which keeps all layers' [b, h, q, k] gradients alive and reads them at ~0.5 GB/s
+  (0.75-0.9 s of a 6 s Flan-T5-small step at b8 x 512).
+  """
+  summed = [i for i, n in enumerate(bias.shape) if n == 1 and d_logits.shape[i] != 1]
+  if not summed:
+    return d_logits.astype(bias.dtype)
+  kept = [i for i in range(d_logits.ndim) if i not in summed]
+  rows = jnp.transpose(d_logits, summed + kept).reshape(-1, *[d_logits.shape[i] for i in kept])
+  total = jnp.tensordot(jnp.ones(rows.shape[0], rows.dtype), rows, axes=1)
+  return jnp.expand_dims(total, summed).astype(bias.dtype)
 
 
 REMAT_POLICIES = {
