@@ -3,10 +3,10 @@ output) vs Hugging Face forward passes over every (prompt, option) pair, on the 
 
 The model is Flan-T5-small shaped with random weights, exported by `flan-jax convert`'s writer so both sides hold the
 same parameters. The prompts are MMLU direct (5-shot) from the data dir, A/B/C/D options, EOS scored. It follows
-benchmarks/protocol.py: the load average at start and end, one thread per core on both sides, one warm-up call of
-each side (the compiles), then --rounds rounds of flan_jax and HF alternately, each printing prompts per second, then
-the medians and the median and spread of the per-round ratios flan_jax/HF. It checks that the last round's scores
-of both sides agree.
+benchmarks/protocol.py: the load average at start and end, one thread per core on both sides, each side in a process
+of its own, one warm-up call of each side (the compiles), then --rounds rounds of flan_jax and HF alternately, each
+printing prompts per second, then the medians and the median and spread of the per-round ratios flan_jax/HF. It
+checks that both sides' scores agree.
 
   ../shared/tools/quiet -- python benchmarks/score.py [--prompts 32] [--rounds 4] [--batch 8]
 """
@@ -30,22 +30,34 @@ def prompts_and_options(n: int) -> tuple[list[str], list[list[str]]]:
   return [e.prompt for e in examples], [list(e.options) for e in examples]
 
 
-def build_models(directory: str):
-  """(our model, our params, the HF model) with the same weights."""
-  import torch
-  import transformers
-
-  from flan_jax.checkpoints import convert
+def build_flan_jax():
   from flan_jax.models import model as model_lib
   from flan_jax.models.t5 import T5Config
-
   model = model_lib.EncoderDecoderModel(T5Config())  # the defaults are Flan-T5-small's
   shapes = {k: (1, 8) for k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
-  params = model.init_variables(jax.random.PRNGKey(0), shapes)
-  convert.write_hf(directory, model, params)
-  hf_model = transformers.AutoModelForSeq2SeqLM.from_pretrained(directory).eval()
+  return model, model.init_variables(jax.random.PRNGKey(0), shapes)
+
+
+def flan_jax_side(prompts: list[str], options: list[list[str]], batch: int):
+  """Rank classification in this process: prompts/s per call, and the scores (the first call's)."""
+  from flan_jax import inference
+  model, params = build_flan_jax()
+  predictor = inference.Predictor(model, params, batch_size=batch, max_input_length=2048)
+  scores = predictor.rank_classification(prompts, options)[1]
+  return protocol.rate(lambda: predictor.rank_classification(prompts, options), len(prompts)), scores
+
+
+def hf_side(directory: str, prompts: list[str], options: list[list[str]], batch: int):
+  """The same weights (exported by flan_jax's writer to `directory`) scored pair by pair through HF."""
+  import torch
+  import transformers
+  from flan_jax.data.seqio_adapter import vocab as vocab_lib
+  protocol.torch_threads(protocol.cores())
   torch.set_grad_enabled(False)
-  return model, params, hf_model
+  hf = HfScorer(transformers.AutoModelForSeq2SeqLM.from_pretrained(directory).eval(), vocab_lib.get_vocabulary(),
+                batch)
+  scores = hf.scores(prompts, options)
+  return protocol.rate(lambda: hf.scores(prompts, options), len(prompts)), scores
 
 
 class HfScorer:
@@ -88,26 +100,18 @@ def main() -> None:
   args = parser.parse_args()
   comparable = protocol.start(with_torch=True)
 
-  from flan_jax import inference
+  from flan_jax.checkpoints import convert
   prompts, options = prompts_and_options(args.prompts)
+  print(f"{len(prompts)} MMLU prompts x 4 options; each side in its own process")
   with tempfile.TemporaryDirectory() as directory:
-    model, params, hf_model = build_models(directory)
-  predictor = inference.Predictor(model, params, batch_size=args.batch, max_input_length=2048)
-  hf = HfScorer(hf_model, predictor.vocab, args.batch)
-  print(f"{len(prompts)} MMLU prompts x 4 options")
-
-  scores: dict[str, list[list[float]]] = {}  # each side's last scores, compared at the end
-
-  def flan_jax_scores():
-    scores["flan_jax"] = predictor.rank_classification(prompts, options)[1]
-
-  def hf_scores():
-    scores["hf"] = hf.scores(prompts, options)
-
-  figures = protocol.interleaved({"flan_jax": protocol.rate(flan_jax_scores, len(prompts)),
-                                  "hf": protocol.rate(hf_scores, len(prompts))}, args.rounds, "prompts/s")
+    convert.write_hf(directory, *build_flan_jax())
+    sides = {"flan_jax": protocol.Isolated(flan_jax_side, prompts, options, args.batch),
+             "hf": protocol.Isolated(hf_side, directory, prompts, options, args.batch)}
+    figures = protocol.interleaved(sides, args.rounds, "prompts/s")
+    for side in sides.values():
+      side.close()
   protocol.summary(figures, "flan_jax", "hf", "prompts/s")
-  diff = float(np.max(np.abs(np.asarray(scores["flan_jax"]) - np.asarray(scores["hf"]))))
+  diff = float(np.max(np.abs(np.asarray(sides["flan_jax"].info) - np.asarray(sides["hf"].info))))
   print(f"max |score difference| {diff:.2e}")
   protocol.footer(comparable)
 
