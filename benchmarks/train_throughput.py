@@ -3,11 +3,11 @@
 Batch 8 x (512 inputs + 128 targets), float32, Adafactor. It follows benchmarks/protocol.py: the load average at
 start and end, one thread per core on both sides, each side in a process of its own, one warm-up call of each side,
 then --rounds rounds of jax and torch alternately (--steps train steps per side per round), each printing
-tokens/s, then the medians and the median and spread of the per-round ratios jax/torch. A float32 2048x2048 GEMM of each framework is
-timed the same way in the same run. torch flushes denormals to zero (`torch.set_flush_denormal`), as XLA:CPU does by
-default (`--xla_cpu_ftz`): without it its step slows from ~640 to ~300 tokens/s within five steps as Adafactor's
-statistics go denormal ($TORCH_FLUSH_DENORMAL=0 shows that). Each side's user and system CPU seconds per call are
-printed: system time is where fresh allocations' page faults show.
+tokens/s, then the medians and the median and spread of the per-round ratios jax/torch. A float32 2048x2048 GEMM of
+each framework is timed the same way in the same run. torch flushes denormals to zero (`torch.set_flush_denormal`),
+as XLA:CPU does by default (`--xla_cpu_ftz`): without it its step slows from ~640 to ~300 tokens/s within five steps
+as Adafactor's statistics go denormal ($TORCH_FLUSH_DENORMAL=0 shows that). Each side's user and system CPU seconds
+per call are printed: system time is where fresh allocations' page faults show.
 
 MFU is printed against two peaks, both from XLA's FLOP count of our step (the torch step does the same math):
 - the GEMM peak: the median GEMM FLOP/s of the same framework, measured above;
