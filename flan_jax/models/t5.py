@@ -18,7 +18,6 @@ With `scan_layers=True` the cache arrays carry a leading `layers` axis like the 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
