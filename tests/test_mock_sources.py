@@ -149,3 +149,27 @@ def test_flan2022_shares_from_mock_counts(flan2022_env):
   total = sum(rates.values())
   for source, submix in (("Flan2021", "flan2021_submix"), ("P3", "t0_submix"), ("Dialog", "dialog_submix")):
     assert by_source[source] == pytest.approx(rates[submix] / total)
+
+
+def test_grain_workers_read_the_mock_rows_through_the_worker_setup(flan2022_env):
+  """grain's workers do not see the readers the context patched here; `serve_rows` as the input's worker setup
+  serves them the same rows, so 2 workers give the batches this process gives."""
+  import functools  # pylint: disable=import-outside-toplevel
+
+  from flan_jax import data_layout  # pylint: disable=import-outside-toplevel
+  from flan_jax.data.pipeline import host_batches, input_pipeline  # pylint: disable=import-outside-toplevel
+  names, rows = flan2022_env
+  name = "flan_jax_test_mocked_families"
+  input_pipeline.register_mixture(name, [(names[f][0], 1.0) for f in ("muffin", "t0", "dialog")], "m")
+  config = input_pipeline.InputConfig(name, {"inputs": 128, "targets": 32}, batch_size=4, seed=1)
+  layout, shard = host_batches.InputLayout(block_size=64), data_layout.HostDataLayout.even(0, 1, 4)
+  here = input_pipeline.host_iterator(config, layout, shard, workers=0)
+  want = [next(here) for _ in range(12)]
+  it = input_pipeline.host_iterator(config, layout, shard, workers=2,
+                                    worker_setup=functools.partial(mock_sources.serve_rows, rows))
+  try:
+    got = [next(it) for _ in range(12)]
+  finally:
+    it.close()
+  for a, b in zip(got, want):
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

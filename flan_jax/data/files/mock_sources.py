@@ -16,6 +16,9 @@ Rows per family:
 - T0-SF: `huggingface:bigscience__p3/<subtask>` cannot be mocked offline (its builder would query the Hub), so
   its rows are hand-written with P3's features (`p3_row`).
 
+grain's worker processes do not see the patched readers: give the input `functools.partial(serve_rows, rows)` as its
+worker setup (`input_pipeline.host_iterator(..., worker_setup=...)`).
+
 `mock_niv2_tasks` is the same for the NIv2 task files the data dir lacks: an overlay data dir whose files are links
 to the real ones, plus small task files for the missing tasks (their definitions from flan/niv2_tasks.json, which
 also keeps their mixture rates real).
@@ -211,6 +214,18 @@ def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_sour
     tfds_source.clear_cache()
     for d in created:
       shutil.rmtree(d, ignore_errors=True)
+
+
+def serve_rows(rows: Mapping[str, list[dict[str, Any]]]) -> None:
+  """Serves `rows` (by `TfdsSpec.full_name`, as `mock_tfds_sources` yields them) through `tfds_source.read` /
+  `num_examples` for the rest of this process's life: a grain worker's setup (`InputSpec.worker_setup`, e.g.
+  `functools.partial(serve_rows, rows)`), since workers do not see what the context patched in their parent. The
+  worker reads the parent's TFDS data dir, where the context's markers are."""
+  real_read, real_num_examples = tfds_source.read, tfds_source.num_examples
+  tfds_source.read = lambda spec: enumerate(rows[spec.full_name]) if spec.full_name in rows else real_read(spec)
+  tfds_source.num_examples = lambda spec: len(rows[spec.full_name]) if spec.full_name in rows else (
+      real_num_examples(spec))
+  tfds_source.clear_cache()
 
 
 @contextlib.contextmanager

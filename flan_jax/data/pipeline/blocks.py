@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -36,6 +36,9 @@ class InputSpec:
   split: str
   data_dir: str
   tfds_data_dir: str
+  # Run in each worker process before it reads, after the dirs are set: what this process set up by other means than
+  # the dirs (e.g. `mock_sources.serve_rows`). A picklable callable; this process is assumed set up already.
+  worker_setup: Callable[[], None] | None = None
 
   @property
   def block_size(self) -> int:
@@ -49,11 +52,14 @@ class InputSpec:
     return size
 
 
-def init_worker(data_dir: str, tfds_data_dir: str) -> None:
-  """What a worker process sets before it unpickles the tasks: no seqio registration, the run's data dirs."""
+def init_worker(data_dir: str, tfds_data_dir: str, setup: Callable[[], None] | None = None) -> None:
+  """What a worker process sets before it unpickles the tasks: no seqio registration, the run's data dirs, then the
+  spec's own `worker_setup`."""
   os.environ[registry.SEQIO_ENV] = "0"
   data_dir_lib.set_data_dir(data_dir)
   tfds_source.set_tfds_data_dir(tfds_data_dir)
+  if setup is not None:
+    setup()
 
 
 class PackedBlocks:

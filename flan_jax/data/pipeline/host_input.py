@@ -34,9 +34,10 @@ def _grain_blocks(spec: blocks_lib.InputSpec, start: int, workers: int) -> Itera
   if workers:
     # The init function carries only the dirs: grain unpickles it before calling it, and unpickling the tasks
     # (done after it) must find $FLAN_JAX_SEQIO=0 already set, or `import tasks` would load seqio and TensorFlow.
-    data_dir, tfds_data_dir = spec.data_dir, spec.tfds_data_dir
+    data_dir, tfds_data_dir, setup = spec.data_dir, spec.tfds_data_dir, spec.worker_setup
     it_ds = it_ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=workers),
-                              worker_init_fn=lambda index, count: blocks_lib.init_worker(data_dir, tfds_data_dir))
+                              worker_init_fn=lambda index, count: blocks_lib.init_worker(data_dir, tfds_data_dir,
+                                                                                         setup))
   return iter(it_ds)
 
 

@@ -122,12 +122,13 @@ def input_spec(config: InputConfig, layout: host_batches.InputLayout | Any,
 
 
 def host_iterator(config: InputConfig, layout: host_batches.InputLayout | Any, shard: HostDataLayout,
-                  workers: int = 2) -> host_input.HostBatches:
-  """This process's resumable batches, computed by `workers` grain processes (0: here)."""
+                  workers: int = 2, worker_setup: Callable[[], None] | None = None) -> host_input.HostBatches:
+  """This process's resumable batches, computed by `workers` grain processes (0: here); `worker_setup` runs in
+  each worker before it reads (`blocks.InputSpec.worker_setup`)."""
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
               "seed": config.seed, "split": config.split, "num_shards": shard.num_shards,
               "task_feature_lengths": dict(config.task_feature_lengths)}
-  spec = input_spec(config, layout, shard)
+  spec = dataclasses.replace(input_spec(config, layout, shard), worker_setup=worker_setup)
   if workers:
     flan_render.release_rows()  # read here only to count epochs (`num_epochs`): the workers hold their own
   return host_input.HostBatches(spec, identity, workers)
