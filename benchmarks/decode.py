@@ -13,7 +13,7 @@ per step x steps/s is printed as a fraction of that bandwidth. Counted per step 
 under `decoder` (its layers, final norm, relative-position bias and the untied LM head `logits_dense`) except the
 cross-attention key/value kernels (flan_jax projects the encoder output through them once per call, before the
 loop), plus the `batch` rows of the shared token embedding that the step gathers. A second figure adds what the step
-reads besides weights: those projected keys and values (batch x input_len x heads x head_dim x 2 x layers, float32).
+reads besides weights: those projected keys and values (batch x input_len x heads x head_dim x 2 x layers, in --dtype).
 steps/s is new_tokens / the call's time, which includes the encoder pass, so the fractions are lower bounds.
 
   ../shared/tools/quiet -- python benchmarks/decode.py [--batches 8,1] [--input_len 512] [--new_tokens 128]
@@ -96,7 +96,8 @@ def flan_jax_side(batch: int, input_len: int, new_tokens: int, dtype: str) -> tu
     assert tokens.shape == (batch, 1, new_tokens), tokens.shape
 
   cfg = model.config
-  cross_kv = 2 * cfg.num_decoder_layers * batch * input_len * cfg.num_heads * cfg.head_dim * 4
+  cross_kv = 2 * cfg.num_decoder_layers * batch * input_len * cfg.num_heads * cfg.head_dim * (
+      jax.numpy.dtype(dtype).itemsize)
   return protocol.rate(decode, batch * new_tokens), {"weights": decoder_bytes_per_step(params, batch),
                                                       "cross_kv": cross_kv}
 
