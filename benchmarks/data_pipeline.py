@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import os
 import resource
 import sys
@@ -61,10 +60,10 @@ def peak_rss_mb() -> float:
 @contextlib.contextmanager
 def mock_absent(enabled: bool, num_rows: int):
   """Mock rows for every TFDS dataset the Muffin, T0-SF and Dialog registries read, and mock task files for the
-  NIv2 tasks the data dir lacks (when `enabled`); the tasks are registered again inside. Yields the grain workers'
-  setup that serves the same rows there (None when not enabled)."""
+  NIv2 tasks the data dir lacks (when `enabled`); the tasks are registered again inside (grain's workers read the
+  rows this process read, from the file it shares with them)."""
   if not enabled:
-    yield None
+    yield
     return
   from flan_jax.data.catalog import registry  # pylint: disable=import-outside-toplevel
   from flan_jax.data.files import mock_sources  # pylint: disable=import-outside-toplevel
@@ -73,14 +72,14 @@ def mock_absent(enabled: bool, num_rows: int):
   isolated = not registry.registers_with_seqio()  # keep TF (which mock_data needs) out of this process
   with tempfile.TemporaryDirectory() as tmp, \
       mock_sources.mock_tfds_sources(os.path.join(tmp, "tfds"), num_rows=num_rows, isolated=isolated,
-                                     **flan2022.tfds_specs()) as rows, \
+                                     **flan2022.tfds_specs()), \
       mock_sources.mock_niv2_tasks(os.path.join(tmp, "data"), niv2.training_tasks(), num_rows=num_rows) as mocked:
     start = time.perf_counter()
     tasks.register_all()  # tasks bind their row counts when registered: again, now that the mock rows serve
     print(f"mock rows in place (TFDS datasets, and {len(mocked):,} NIv2 task files); registered again in "
           f"{time.perf_counter() - start:.1f} s; RSS now {rss_mb():,.0f} MB, of which private (RssAnon) "
           f"{rss_mb('RssAnon'):,.0f} MB (the mock rows are held in memory)", flush=True)
-    yield functools.partial(mock_sources.serve_rows, rows)
+    yield
 
 
 def input_config(mixture: str, lengths, seed: int, batch_size: int):
@@ -90,14 +89,13 @@ def input_config(mixture: str, lengths, seed: int, batch_size: int):
   return input_pipeline.InputConfig(name, dict(lengths), batch_size, seed=seed, num_epochs=1)
 
 
-def train_iterator(config, workers: int, worker_setup=None):
+def train_iterator(config, workers: int):
   """What `flan-jax train` reads on one host: one epoch of the present tasks through grain, FFD-packed
   encoder-decoder batches (`feature_converters.get_feature_converter(pack='ffd')`)."""
   from flan_jax import data_layout  # pylint: disable=import-outside-toplevel
   from flan_jax.data.pipeline import host_batches, input_pipeline  # pylint: disable=import-outside-toplevel
   shard = data_layout.HostDataLayout.even(0, 1, config.batch_size)
-  return input_pipeline.host_iterator(config, host_batches.InputLayout(pack="ffd"), shard, workers=workers,
-                                      worker_setup=worker_setup)
+  return input_pipeline.host_iterator(config, host_batches.InputLayout(pack="ffd"), shard, workers=workers)
 
 
 def seqio_batches(name: str, lengths, seed: int, batch_size: int):
@@ -149,7 +147,7 @@ def segment_lengths(segment_ids: np.ndarray) -> np.ndarray:
   return counts[counts > 0]
 
 
-def run(args, lengths, worker_setup) -> None:
+def run(args, lengths) -> None:
   examples = tokens = rows = 0
   sizes: list[np.ndarray] = []  # per packed example, in row order
   trace: list[tuple[int, float, float]] = []
@@ -157,7 +155,7 @@ def run(args, lengths, worker_setup) -> None:
   workers_cpu = 0.0
   config = input_config(args.mixture, lengths, args.seed, args.batch_size)
   start, cpu_start = time.perf_counter(), time.process_time()
-  it = train_iterator(config, args.workers, worker_setup) if args.engine == "train" else seqio_batches(
+  it = train_iterator(config, args.workers) if args.engine == "train" else seqio_batches(
       config.mixture_or_task_name, lengths, args.seed, args.batch_size)
   for batch in it:
     enc, dec = batch["encoder_segment_ids"], batch["decoder_segment_ids"]
@@ -192,7 +190,7 @@ def run(args, lengths, worker_setup) -> None:
         f"is dropped), seqio greedy on the same examples in row order {greedy:,} ({greedy / max(bound, 1) - 1:+.2%}); "
         f"fill inputs {fill[0]:.1%}, targets {fill[1]:.1%}")
   if args.engine == "train":
-    restore_cost(config, args.workers, args.restore_batches, worker_setup)
+    restore_cost(config, args.workers, args.restore_batches)
 
 
 def children_cpu_seconds() -> float:
@@ -208,12 +206,12 @@ def children_cpu_seconds() -> float:
   return total / os.sysconf("SC_CLK_TCK")
 
 
-def restore_cost(config, workers: int, batches: int, worker_setup) -> None:
+def restore_cost(config, workers: int, batches: int) -> None:
   """The input's state after `batches` batches, restored into a fresh iterator (the batch after it checked against
   the uninterrupted run's), then a state 100x further along: restoring costs one block either way. The input is
   endless here (a training run's), so a far position exists."""
   config = dataclasses.replace(config, num_epochs=None)
-  it = train_iterator(config, workers, worker_setup)
+  it = train_iterator(config, workers)
   for _ in range(batches):
     next(it)
   state = it.state()
@@ -221,7 +219,7 @@ def restore_cost(config, workers: int, batches: int, worker_setup) -> None:
   it.close()
   far = dict(state, block=(state["block"] + 1) * 100)
   for label, s, check in (("near", state, want), ("100x further", far, None)):
-    fresh = train_iterator(config, workers, worker_setup)
+    fresh = train_iterator(config, workers)
     t0 = time.perf_counter()
     fresh.restore(s)
     t1 = time.perf_counter()
@@ -232,7 +230,7 @@ def restore_cost(config, workers: int, batches: int, worker_setup) -> None:
         np.array_equal(got[k], check[k]) for k in check) else ", NOT THE SAME BATCH as the uninterrupted run")
     print(f"restore {label} (block {s['block']:,}, row {s['row']:,}): set_state {1e3 * (t1 - t0):.2f} ms, first "
           f"batch after it {t2 - t1:.2f} s{same}")
-  fresh = train_iterator(config, workers, worker_setup)
+  fresh = train_iterator(config, workers)
   t0 = time.perf_counter()
   next(fresh)
   print(f"a fresh start's first batch: {time.perf_counter() - t0:.2f} s (one block computed in each case)")
@@ -274,8 +272,8 @@ def main(argv=None) -> int:
   load = os.getloadavg()[0]
   print(f"load average at start {load:.2f} on {os.cpu_count()} cores"
         + ("  NOT COMPARABLE (above 0.6: run through ../shared/tools/quiet)" if load > 0.6 else ""), flush=True)
-  with mock_absent(args.mock, args.mock_rows) as worker_setup:
-    run(args, lengths, worker_setup)
+  with mock_absent(args.mock, args.mock_rows):
+    run(args, lengths)
   print(f"load average at end {os.getloadavg()[0]:.2f}")
   return 0
 

@@ -11,6 +11,8 @@
 4. Sides that use different runtimes (XLA and PyTorch) run in processes of their own (`Isolated`): in one process
    each runtime's idle thread pool competes with the other's work (torch's train step fell from 530 to 250
    tokens/s after XLA's first call in the same process). The idle side's process waits on a pipe meanwhile.
+5. Every process keeps the host memory it frees, as flan-jax's entry points set it (`flan_jax.host_memory`); the
+   line after the thread counts says whether it does ($FLAN_JAX_HOST_MALLOC=default leaves glibc's defaults).
 
 A script calls `use_cores` before importing jax, `header` before its first measurement, `interleaved` and `summary`
 per comparison, and `footer` at the end.
@@ -26,7 +28,10 @@ import time
 import traceback
 from typing import Any, Callable
 
+from flan_jax import host_memory
+
 LOAD_PER_CORE = 0.3  # above this 1-minute load average per core at start, figures are not comparable
+_KEEPS_FREED_MEMORY = False  # set by `use_cores`
 MIN_ROUNDS = 3
 
 
@@ -40,7 +45,9 @@ def load_average() -> float:
 
 
 def use_cores(n: int) -> None:
-  """XLA:CPU gets an intra-op pool of `n` threads, used by its Eigen kernels too; keeps what the user set.
+  """XLA:CPU gets an intra-op pool of `n` threads, used by its Eigen kernels too; keeps what the user set. The
+  process keeps the memory it frees, as `flan-jax train` sets it (`host_memory.keep_freed_memory`; each side's
+  process does, PyTorch's too; $FLAN_JAX_HOST_MALLOC=default leaves glibc's defaults).
 
   Call before jax is imported: the CPU client reads $PJRT_NPROC and $XLA_FLAGS when it starts.
   """
@@ -48,6 +55,8 @@ def use_cores(n: int) -> None:
     raise RuntimeError("protocol.use_cores must run before jax is imported")
   os.environ.setdefault("PJRT_NPROC", str(n))
   os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+  global _KEEPS_FREED_MEMORY
+  _KEEPS_FREED_MEMORY = host_memory.keep_freed_memory()
 
 
 def torch_threads(n: int) -> int:
@@ -97,6 +106,8 @@ def start(with_torch: bool) -> bool:
   torch_count = torch_threads(n) if with_torch else None
   jax.devices()  # starts XLA's thread pool, so that it can be counted
   print_threads(torch_count)
+  print("host memory: " + ("freed memory kept for reuse (flan_jax.host_memory)" if _KEEPS_FREED_MEMORY else
+                           "glibc's defaults"))
   return comparable
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from flan_jax import host_memory
+
 COMMANDS = {
     "data": ("flan_jax.data.cli", "build, inspect, download and verify the Flan data"),
     "convert": ("flan_jax.checkpoints.convert", "convert checkpoints between T5X, Hugging Face and ours"),
@@ -15,6 +17,7 @@ COMMANDS = {
     "plot": ("flan_jax.plot", "a PNG of training loss and evaluation scores over steps, for one or more runs"),
     "rate": ("flan_jax.rate", "a local page for rating two models' outputs side by side (eval open-ended)"),
 }
+MODEL_COMMANDS = ("train", "eval", "infer")  # run XLA steps again and again: freed host memory is kept for them
 
 
 def usage() -> str:
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
   if command not in COMMANDS:
     print(f"flan-jax: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     return 2
+  if command in MODEL_COMMANDS:
+    host_memory.keep_freed_memory()  # before JAX starts its threads
   module = importlib.import_module(COMMANDS[command][0])
   return int(module.main(rest) or 0)
 

@@ -176,6 +176,9 @@ def train(
     if suite_evaluator is not None:
       hooks.append(train_hooks.EvalHook(functools.partial(suite_evaluator, model), loop.writer,
                                         suite_evaluation.period))
+    compile_start = time.perf_counter()
+    trainer.compile_train_step()  # meanwhile the prefetcher's thread starts the input (workers, first blocks)
+    print(f"flan-jax train: compiled the train step in {time.perf_counter() - compile_start:.1f} s", flush=True)
     start = time.perf_counter()
     _, end_step = train_hooks.run(trainer, state, loop.prefetcher, step, train_steps, hooks,
                                   lambda: loop.stop.requested)

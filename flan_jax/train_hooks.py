@@ -30,6 +30,7 @@ class StepInfo:
   state: Any
   metrics: Any       # this step's metrics, still on the device (None at the end)
   seconds: float     # wall time of this step (time the hooks that pause the clock took is left out)
+  input_seconds: float = 0.0  # of which the loop waited for the batch
 
 
 class Hook(abc.ABC):
@@ -52,10 +53,13 @@ def run(trainer, state, batches, step: int, train_steps: int, hooks: Sequence[Ho
   """Steps until `train_steps` (or `should_stop()`), running the due hooks after each step; (state, step)."""
   t_last = time.perf_counter()
   while step < train_steps and not should_stop():
-    state, metrics = trainer.train_step(state, next(batches))
+    asked = time.perf_counter()
+    batch = next(batches)
+    waited = time.perf_counter() - asked
+    state, metrics = trainer.train_step(state, batch)
     step += 1
     now = time.perf_counter()
-    info = StepInfo(step, state, metrics, now - t_last)
+    info = StepInfo(step, state, metrics, now - t_last, waited)
     t_last = now
     due = [hook for hook in hooks if hook.due(step)]
     for hook in due:
@@ -116,6 +120,7 @@ class MetricsHook(Hook):
     seconds = max(info.seconds, 1e-9)
     row = namespaced(values, "train")
     row["train/seconds_per_step"] = info.seconds
+    row["train/input_wait_seconds"] = info.input_seconds
     row["train/tokens_per_second"] = values.get(trainer_lib.TOKENS, 0.0) / seconds
     if self.step_flops:
       row["train/mfu"] = self.step_flops / seconds / self.peak_total

@@ -10,6 +10,7 @@ import pytest
 
 from flan_jax.data.catalog import registry
 from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import row_store
 from flan_jax.data.rendering import fewshot, flan_render
 from flan_jax.data.rendering import templates as tpl
 from tests.flan_task_fixtures import hand_rows
@@ -151,7 +152,7 @@ def test_rows_are_parsed_once_per_process_and_re_read_once_evicted(cot_tasks, mo
   tasks = [registry.flan_source(f"cot_{name}_template_0_five_shot") for name in ("creak", "qasc")]
   reads: list[list] = [[], []]
   datasets = [dataclasses.replace(t.dataset, rows=_counting_rows(t.dataset, r)) for t, r in zip(tasks, reads)]
-  sizes = [t.dataset.num_rows() for t in tasks]
+  sizes = [row_store.RowStore.of(t.dataset.rows()).nbytes for t in tasks]  # the budget is in bytes held
 
   def render_both() -> list[list[str | None]]:
     return [_inputs(t, d, 30) for t, d in zip(tasks, datasets)]

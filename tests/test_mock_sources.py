@@ -58,7 +58,7 @@ def test_isolated_rows_are_drawn_in_a_child_and_equal(tmp_path):
   assert here.keys() == child.keys() and len(here) == 2
   for name, rows in here.items():
     assert [sorted(r) for r in rows] == [sorted(r) for r in child[name]], name
-    assert repr(rows) == repr(child[name]), name
+    assert repr(list(rows)) == repr(list(child[name])), name
 
 
 def test_dataset_mock_data_cannot_build_is_named(tmp_path):
@@ -151,22 +151,19 @@ def test_flan2022_shares_from_mock_counts(flan2022_env):
     assert by_source[source] == pytest.approx(rates[submix] / total)
 
 
-def test_grain_workers_read_the_mock_rows_through_the_worker_setup(flan2022_env):
-  """grain's workers do not see the readers the context patched here; `serve_rows` as the input's worker setup
-  serves them the same rows, so 2 workers give the batches this process gives."""
-  import functools  # pylint: disable=import-outside-toplevel
-
+def test_grain_workers_read_the_mock_rows_this_process_shares(flan2022_env):
+  """grain's workers do not see the readers the context patched here; they read the rows this process shares with
+  them (`flan_render.share_rows`), so 2 workers give the batches this process gives."""
   from flan_jax import data_layout  # pylint: disable=import-outside-toplevel
   from flan_jax.data.pipeline import host_batches, input_pipeline  # pylint: disable=import-outside-toplevel
-  names, rows = flan2022_env
+  names, _ = flan2022_env
   name = "flan_jax_test_mocked_families"
   input_pipeline.register_mixture(name, [(names[f][0], 1.0) for f in ("muffin", "t0", "dialog")], "m")
   config = input_pipeline.InputConfig(name, {"inputs": 128, "targets": 32}, batch_size=4, seed=1)
   layout, shard = host_batches.InputLayout(block_size=64), data_layout.HostDataLayout.even(0, 1, 4)
   here = input_pipeline.host_iterator(config, layout, shard, workers=0)
   want = [next(here) for _ in range(12)]
-  it = input_pipeline.host_iterator(config, layout, shard, workers=2,
-                                    worker_setup=functools.partial(mock_sources.serve_rows, rows))
+  it = input_pipeline.host_iterator(config, layout, shard, workers=2)
   try:
     got = [next(it) for _ in range(12)]
   finally:

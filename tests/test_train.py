@@ -54,8 +54,10 @@ def test_outputs_and_falling_loss(uninterrupted):
   last = sum(metrics[s]["train/loss"] for s in (18, 19, 20)) / 3
   assert last < first - 0.5
   for key in ("learning_rate", "grad_norm", "tokens_per_second", "seconds_per_step", "mfu", "z_loss", "accuracy",
-              "loss_sum", "num_examples"):
+              "loss_sum", "num_examples", "input_wait_seconds"):
     assert f"train/{key}" in metrics[5]
+  # The time a step waited for its batch is part of that step's time.
+  assert all(0 <= m["train/input_wait_seconds"] <= m["train/seconds_per_step"] for m in metrics.values())
   assert metrics[5]["train/loss"] == pytest.approx(metrics[5]["train/loss_sum"] / metrics[5]["train/nonpadding_tokens"])
   assert all(metrics[s]["time"] <= metrics[s + 1]["time"] for s in range(1, 20))  # wall clock per row
   config = (uninterrupted / "config.gin").read_text()

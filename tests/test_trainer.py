@@ -65,3 +65,31 @@ def test_check_finite_names_the_step():
     trainer_lib.check_finite({"loss": float("nan")}, step=12)
   with pytest.raises(FloatingPointError, match="step 2: loss is inf"):
     trainer_lib.check_finite({"loss": float("inf")}, step=2)
+
+
+def _backend_compiles(run) -> int:
+  """How many XLA compiles `run()` sets off."""
+  seen: list[str] = []
+  listening = [True]
+
+  def listen(event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    if listening[0] and event == "/jax/core/compile/backend_compile_duration":
+      seen.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    run()
+  finally:
+    listening[0] = False
+  return len(seen)
+
+
+def test_a_step_compiled_ahead_is_not_compiled_again():
+  """The loop compiles the step while the input starts (`compile_train_step`); the first step reuses it."""
+  batch = random_batches(1, seed=5)[0]
+  ahead, cold = _trainer(1), _trainer(1)
+  ahead_state, cold_state = ahead.init_state(), cold.init_state()
+  assert _backend_compiles(ahead.compile_train_step) == 1
+  assert _backend_compiles(lambda: ahead.train_step(ahead_state, ahead.global_batch(batch))) == 0
+  assert _backend_compiles(lambda: cold.train_step(cold_state, cold.global_batch(batch))) == 1

@@ -16,8 +16,8 @@ Rows per family:
 - T0-SF: `huggingface:bigscience__p3/<subtask>` cannot be mocked offline (its builder would query the Hub), so
   its rows are hand-written with P3's features (`p3_row`).
 
-grain's worker processes do not see the patched readers: give the input `functools.partial(serve_rows, rows)` as its
-worker setup (`input_pipeline.host_iterator(..., worker_setup=...)`).
+grain's worker processes do not see the patched readers, and need not: they read the rows the input's process read,
+from the file it shares with them (`flan_render.share_rows`).
 
 `mock_niv2_tasks` is the same for the NIv2 task files the data dir lacks: an overlay data dir whose files are links
 to the real ones, plus small task files for the missing tasks (their definitions from flan/niv2_tasks.json, which
@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from flan_jax.data.files import data_dir as data_dir_lib
-from flan_jax.data.files import readers, tfds_source
+from flan_jax.data.files import readers, row_store, tfds_source
 
 MARKER_VERSION = "1.0.0"  # the version dir marked for community datasets, which pin none
 DIALOG_TURNS = 9
@@ -144,8 +144,9 @@ def _mock_data_rows(specs: Iterable[tfds_source.TfdsSpec], num_rows: int,
 
 
 def _draw_rows(muffin: list[tfds_source.TfdsSpec], dialog: list[tfds_source.TfdsSpec],
-               p3: Mapping[tfds_source.TfdsSpec, bool], num_rows: int) -> dict[str, list[dict[str, Any]]]:
-  """The mock rows of each dataset, by `TfdsSpec.full_name` (specs differing only in split share them)."""
+               p3: Mapping[tfds_source.TfdsSpec, bool], num_rows: int) -> dict[str, row_store.RowStore]:
+  """The mock rows of each dataset, by `TfdsSpec.full_name` (specs differing only in split share them), held
+  compactly: a benchmark's mixture mocks thousands of rows in every dataset."""
   rows = {s.full_name: [MUFFIN_IN_MEMORY[s.full_name](i) for i in range(num_rows)]
           for s in muffin if s.full_name in MUFFIN_IN_MEMORY}
   rows |= _mock_data_rows([s for s in muffin if s.full_name not in rows], num_rows, _valid_muffin_row)
@@ -153,7 +154,7 @@ def _draw_rows(muffin: list[tfds_source.TfdsSpec], dialog: list[tfds_source.Tfds
   for spec, multiple_choice in p3.items():
     subtask = spec.name.rsplit("/", 1)[-1]
     rows[spec.full_name] = [p3_row(subtask, multiple_choice, i) for i in range(num_rows)]
-  return rows
+  return {name: row_store.RowStore.of(r) for name, r in rows.items()}
 
 
 def _write_markers(tfds_dir: pathlib.Path, specs: Iterable[tfds_source.TfdsSpec]) -> list[pathlib.Path]:
@@ -172,14 +173,14 @@ def _write_markers(tfds_dir: pathlib.Path, specs: Iterable[tfds_source.TfdsSpec]
 def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_source.TfdsSpec] = (),
                       dialog: Iterable[tfds_source.TfdsSpec] = (),
                       p3: Mapping[tfds_source.TfdsSpec, bool] | None = None,
-                      num_rows: int = 12, isolated: bool = False) -> Iterator[dict[str, list[dict[str, Any]]]]:
+                      num_rows: int = 12, isolated: bool = False) -> Iterator[dict[str, row_store.RowStore]]:
   """Serves mock rows for the given datasets from `tfds_dir` while the context is open.
 
   muffin / dialog: the TFDS specs the Muffin / Dialog tasks read; p3: each T0-SF subtask's spec and whether
   it is multiple choice. `isolated`: draw the rows in a spawned child process, so this one never imports
   TensorFlow (mock_data needs it; a process measuring the TF-free rendering path must not). Yields the rows by
-  `TfdsSpec.full_name`. On exit the readers, the TFDS data dir and the opened builders are as before, and the
-  marker dirs this created under `tfds_dir` are removed.
+  `TfdsSpec.full_name` (each a sequence of row dicts). On exit the readers, the TFDS data dir and the opened
+  builders are as before, and the marker dirs this created under `tfds_dir` are removed.
   Datasets not given are read from the real TFDS sources (in `tfds_dir`, so they are missing).
   """
   muffin, dialog, p3 = list(muffin), list(dialog), dict(p3 or {})
@@ -192,6 +193,7 @@ def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_sour
   tfds_dir.mkdir(parents=True, exist_ok=True)
   created = _write_markers(tfds_dir, [*muffin, *dialog, *p3])
   real_read, real_num_examples = tfds_source.read, tfds_source.num_examples
+  sizes = {name: len(r) for name, r in rows.items()}  # what registered tasks keep (and pickle), not the rows
   previous_dir = tfds_source._explicit  # pylint: disable=protected-access  (restored exactly, None included)
   live = True
 
@@ -200,7 +202,7 @@ def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_sour
 
   def num_examples(spec: tfds_source.TfdsSpec) -> int:
     # Tasks registered in the context keep this function: after exit it defers to the real one.
-    return len(rows[spec.full_name]) if live and spec.full_name in rows else real_num_examples(spec)
+    return sizes[spec.full_name] if live and spec.full_name in sizes else real_num_examples(spec)
 
   tfds_source.read, tfds_source.num_examples = read, num_examples
   tfds_source.set_tfds_data_dir(tfds_dir)
@@ -214,18 +216,6 @@ def mock_tfds_sources(tfds_dir: str | os.PathLike, *, muffin: Iterable[tfds_sour
     tfds_source.clear_cache()
     for d in created:
       shutil.rmtree(d, ignore_errors=True)
-
-
-def serve_rows(rows: Mapping[str, list[dict[str, Any]]]) -> None:
-  """Serves `rows` (by `TfdsSpec.full_name`, as `mock_tfds_sources` yields them) through `tfds_source.read` /
-  `num_examples` for the rest of this process's life: a grain worker's setup (`InputSpec.worker_setup`, e.g.
-  `functools.partial(serve_rows, rows)`), since workers do not see what the context patched in their parent. The
-  worker reads the parent's TFDS data dir, where the context's markers are."""
-  real_read, real_num_examples = tfds_source.read, tfds_source.num_examples
-  tfds_source.read = lambda spec: enumerate(rows[spec.full_name]) if spec.full_name in rows else real_read(spec)
-  tfds_source.num_examples = lambda spec: len(rows[spec.full_name]) if spec.full_name in rows else (
-      real_num_examples(spec))
-  tfds_source.clear_cache()
 
 
 @contextlib.contextmanager

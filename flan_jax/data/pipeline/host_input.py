@@ -17,6 +17,7 @@ import grain
 from absl import flags
 import numpy as np
 
+from flan_jax.data.files import row_store
 from flan_jax.data.pipeline import blocks as blocks_lib
 from flan_jax.data.pipeline import host_batches
 
@@ -34,18 +35,19 @@ def _grain_blocks(spec: blocks_lib.InputSpec, start: int, workers: int) -> Itera
   if workers:
     # The init function carries only the dirs: grain unpickles it before calling it, and unpickling the tasks
     # (done after it) must find $FLAN_JAX_SEQIO=0 already set, or `import tasks` would load seqio and TensorFlow.
-    data_dir, tfds_data_dir, setup = spec.data_dir, spec.tfds_data_dir, spec.worker_setup
+    data_dir, tfds_data_dir = spec.data_dir, spec.tfds_data_dir
     it_ds = it_ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=workers),
-                              worker_init_fn=lambda index, count: blocks_lib.init_worker(data_dir, tfds_data_dir,
-                                                                                         setup))
+                              worker_init_fn=lambda index, count: blocks_lib.init_worker(data_dir, tfds_data_dir))
   return iter(it_ds)
 
 
 class HostBatches:
   """This host's batches of `spec.layout.batch_size` rows (see the module doc)."""
 
-  def __init__(self, spec: blocks_lib.InputSpec, identity: Mapping[str, Any], workers: int = 2):
+  def __init__(self, spec: blocks_lib.InputSpec, identity: Mapping[str, Any], workers: int = 2,
+               shared_rows: row_store.SharedRows | None = None):
     self.spec = spec
+    self._shared_rows = shared_rows  # the file `spec.shared_rows` names lives as long as this input
     self.identity = dict(identity)
     self.workers = workers
     self.feature_lengths = host_batches.feature_lengths(spec.layout)

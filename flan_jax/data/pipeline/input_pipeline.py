@@ -122,16 +122,19 @@ def input_spec(config: InputConfig, layout: host_batches.InputLayout | Any,
 
 
 def host_iterator(config: InputConfig, layout: host_batches.InputLayout | Any, shard: HostDataLayout,
-                  workers: int = 2, worker_setup: Callable[[], None] | None = None) -> host_input.HostBatches:
-  """This process's resumable batches, computed by `workers` grain processes (0: here); `worker_setup` runs in
-  each worker before it reads (`blocks.InputSpec.worker_setup`)."""
+                  workers: int = 2) -> host_input.HostBatches:
+  """This process's resumable batches, computed by `workers` grain processes (0: here)."""
   identity = {"mixture_or_task_name": config.mixture_or_task_name, "batch_size": config.batch_size,
               "seed": config.seed, "split": config.split, "num_shards": shard.num_shards,
               "task_feature_lengths": dict(config.task_feature_lengths)}
-  spec = dataclasses.replace(input_spec(config, layout, shard), worker_setup=worker_setup)
+  spec = input_spec(config, layout, shard)
+  shared = None
   if workers:
-    flan_render.release_rows()  # read here only to count epochs (`num_epochs`): the workers hold their own
-  return host_input.HostBatches(spec, identity, workers)
+    # Rows are read from the data here, once, into a file every worker maps (the pages are shared between them).
+    shared = flan_render.share_rows(blocks.flan_datasets(spec.tasks))
+    flan_render.release_rows()
+    spec = dataclasses.replace(spec, shared_rows=shared.ref)
+  return host_input.HostBatches(spec, identity, workers, shared)
 
 
 class DevicePrefetcher:

@@ -98,6 +98,6 @@ def _mixture_epoch(seed: int, names_key: int, epoch: int, counts: tuple[int, ...
     labels = labels[np.random.default_rng([seed, names_key, epoch]).permutation(len(labels))]
   order = np.argsort(labels, kind="stable")
   starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-  rank = np.empty(len(labels), np.int64)
+  rank = np.empty(len(labels), np.int32 if len(labels) < 2**31 else np.int64)
   rank[order] = np.arange(len(labels)) - starts[labels[order]]
   return labels, rank

@@ -1,7 +1,8 @@
 """Example i of a Flan task variant, rendered by a pure function of (task, variant, seed, i).
 
-A task's rows are read once per process (`rows_of`) and kept, so any example can be rendered on its own. Its
-example stream is epoch after epoch of `num_examples()` examples; example g is position p of epoch g // n:
+A task's rows are read once per process (`rows_of`) and kept compactly, or mapped from a file the input's parent
+process wrote (`share_rows`), so any example can be rendered on its own. Its example stream is epoch after epoch of
+`num_examples()` examples; example g is position p of epoch g // n:
 - positions are source order grouped by the variant's templates: row p gets template p % T, and a trailing partial
   group is dropped, as FLAN's batch-apply-template does;
 - with `shuffle`, epoch e visits the positions in a permutation seeded by (seed, task, e); without, in source order
@@ -18,53 +19,68 @@ single examples (`pipeline.sources`). This module imports neither seqio nor Tens
 from __future__ import annotations
 
 import collections
+import ctypes
+import gc
 import random
 import threading
 import zlib
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from flan_jax.data.catalog import registry
 from flan_jax.data.files import data_dir as data_dir_lib
+from flan_jax.data.files import row_store
 from flan_jax.data.files import tfds_source
 from flan_jax.data.rendering import fewshot
 from flan_jax.data.rendering import templates as tpl
 
-ROWS_BUDGET = 2_000_000  # rows kept in memory per process, over all datasets; the least recently used go first
+ROWS_BUDGET = 1 << 30  # bytes of rows (pickled, `row_store.RowStore`) kept per process; least recently used go first
 TOKEN_COUNT_MEMO = 200_000  # (row, template) token counts kept per task
+Dirs = tuple[str, str]
 
 
 class _RowsCache:
-  """Each dataset's rows, parsed once and kept while the budget allows (re-read when evicted: same rows)."""
+  """Each dataset's rows, parsed once into a compact store and kept while the budget allows (re-read when evicted:
+  same rows); rows mapped from a shared file (`use_shared_rows`) are kept outside the budget (their pages are
+  shared)."""
 
   def __init__(self, budget: int):
     self.budget = budget
-    self._rows: collections.OrderedDict[tuple, list] = collections.OrderedDict()
+    self._rows: collections.OrderedDict[tuple, row_store.RowStore] = collections.OrderedDict()
+    self._shared: dict[tuple, row_store.RowStore] = {}
     self._held = 0
     self._lock = threading.Lock()
 
-  def get(self, dataset: registry.FlanDataset, dirs: tuple[str, str]) -> list[tuple[int, dict[str, Any]]]:
+  def get(self, dataset: registry.FlanDataset, dirs: Dirs, keep: bool = True) -> row_store.RowStore:
     # Other data dirs hold other rows; a dataset registered anew (new row readers) may read others too.
     key = (dirs, dataset)
     with self._lock:
+      if key in self._shared:
+        return self._shared[key]
       if key in self._rows:
         self._rows.move_to_end(key)
         return self._rows[key]
     dataset.check_available()  # fails here, naming the download command
-    rows = list(dataset.rows())
+    rows = row_store.RowStore.of(dataset.rows())
+    if not keep:
+      return rows
     with self._lock:
       self._rows[key] = rows
-      self._held += len(rows)
+      self._held += rows.nbytes
       while self._held > self.budget and len(self._rows) > 1:
         _, evicted = self._rows.popitem(last=False)
-        self._held -= len(evicted)
+        self._held -= evicted.nbytes
     return rows
 
+  def share(self, dataset: registry.FlanDataset, dirs: Dirs, rows: row_store.RowStore) -> None:
+    with self._lock:
+      self._shared[(dirs, dataset)] = rows
 
   def clear(self) -> None:
     with self._lock:
       self._rows.clear()
+      self._shared.clear()
       self._held = 0
 
 
@@ -72,16 +88,37 @@ _rows_cache = _RowsCache(ROWS_BUDGET)
 
 
 def release_rows() -> None:
-  """Drops the rows this process holds (read again when next asked)."""
+  """Drops the rows this process holds (read again when next asked), and hands the memory they took back to the
+  system: glibc keeps freed heap pages otherwise, and rows are parsed into many small objects."""
   _rows_cache.clear()
+  gc.collect()
+  libc = ctypes.CDLL(None)  # this process's own symbols: glibc's where it runs on glibc
+  if hasattr(libc, "malloc_trim"):
+    libc.malloc_trim(0)
 
 
-def data_dirs() -> tuple[str, str]:
+def share_rows(datasets: Iterable[registry.FlanDataset]) -> row_store.SharedRows:
+  """Writes the rows of `datasets` to a file that other processes map (`use_shared_rows`); rows read here for it are
+  not kept."""
+  dirs = data_dirs()
+  return row_store.SharedRows.write(_rows_cache.get(d, dirs, keep=False) for d in datasets)
+
+
+def use_shared_rows(ref: row_store.SharedRowsRef, datasets: Sequence[registry.FlanDataset], dirs: Dirs) -> None:
+  """Reads the rows of `datasets` (as given to `share_rows`, in order) from the shared file, never from the data."""
+  stores = row_store.SharedRows.open(ref)
+  if len(stores) != len(datasets):
+    raise ValueError(f"{ref.path}: {len(stores)} datasets' rows, expected {len(datasets)}")
+  for dataset, rows in zip(datasets, stores):
+    _rows_cache.share(dataset, dirs, rows)
+
+
+def data_dirs() -> Dirs:
   """The data dir and the TFDS data dir in force (resolving them costs more than a cached lookup of rows)."""
   return str(data_dir_lib.data_dir()), str(tfds_source.tfds_data_dir())
 
 
-def rows_of(dataset: registry.FlanDataset, dirs: tuple[str, str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+def rows_of(dataset: registry.FlanDataset, dirs: Dirs | None = None) -> row_store.RowStore:
   """(row id, features) of every row the dataset's reader keeps, in source order, from `dirs` (default: those in
   force)."""
   return _rows_cache.get(dataset, dirs or data_dirs())
@@ -100,7 +137,8 @@ class EpochOrder:
     if not self._shuffle:
       return i
     if self._order is None or self._order[0] != epoch:
-      self._order = (epoch, np.random.default_rng(self._words + [epoch]).permutation(self._n))
+      order = np.random.default_rng(self._words + [epoch]).permutation(self._n)
+      self._order = (epoch, order.astype(np.int32) if self._n < 2**31 else order)
     return int(self._order[1][i])
 
 
@@ -185,7 +223,7 @@ class FlanExamples:
       out.append(fewshot.Exemplar(tpl.fill(inputs, f) + cfg.x_y_delimiter, tpl.fill(targets, f), idx, key))
     return out
 
-  def _rows(self) -> list[tuple[int, dict[str, Any]]]:
+  def _rows(self) -> row_store.RowStore:
     return rows_of(self.dataset, self._dirs)
 
   def _features(self, features: dict, options_key: str) -> dict:
