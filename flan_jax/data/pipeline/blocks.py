@@ -7,13 +7,13 @@ the same. Within a block the texts are tokenized by one SentencePiece call, then
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 from typing import Mapping
 
 import numpy as np
 
+from flan_jax import host_memory
 from flan_jax.data.catalog import registry
 from flan_jax.data.files import data_dir as data_dir_lib
 from flan_jax.data.files import row_store
@@ -24,7 +24,6 @@ from flan_jax.data.rendering import flan_render, tokenizer
 
 Ragged = tuple[np.ndarray, np.ndarray]
 FEATURES = ("inputs", "targets")
-_M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 256 << 10  # glibc's mallopt parameter, and the size from which to mmap
 _EOS = np.asarray([tokenizer.EOS_ID], np.int32)
 
 
@@ -61,17 +60,7 @@ def init_worker(data_dir: str, tfds_data_dir: str) -> None:
   os.environ[registry.SEQIO_ENV] = "0"
   data_dir_lib.set_data_dir(data_dir)
   tfds_source.set_tfds_data_dir(tfds_data_dir)
-  _fix_mmap_threshold()
-
-
-def _fix_mmap_threshold() -> None:
-  """A worker allocates and frees a block's arrays (MBs each) every block. glibc raises its mmap threshold as such
-  chunks are freed, so later ones come from the heap, whose top rarely shrinks: ~50 MB more per worker on
-  flan2022_submix. A fixed threshold sends them back to the system when freed, for ~3% more CPU a block (within
-  this VM's noise)."""
-  libc = ctypes.CDLL(None)
-  if hasattr(libc, "gnu_get_libc_version"):
-    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+  host_memory.return_large_frees()  # a block's arrays, freed every block
 
 
 def flan_datasets(tasks: Mapping[str, sources.TaskSpec]) -> list[registry.FlanDataset]:

@@ -19,7 +19,6 @@ single examples (`pipeline.sources`). This module imports neither seqio nor Tens
 from __future__ import annotations
 
 import collections
-import ctypes
 import gc
 import random
 import threading
@@ -28,6 +27,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from flan_jax import host_memory
 from flan_jax.data.catalog import registry
 from flan_jax.data.files import data_dir as data_dir_lib
 from flan_jax.data.files import row_store
@@ -92,9 +92,7 @@ def release_rows() -> None:
   system: glibc keeps freed heap pages otherwise, and rows are parsed into many small objects."""
   _rows_cache.clear()
   gc.collect()
-  libc = ctypes.CDLL(None)  # this process's own symbols: glibc's where it runs on glibc
-  if hasattr(libc, "malloc_trim"):
-    libc.malloc_trim(0)
+  host_memory.trim()
 
 
 def share_rows(datasets: Iterable[registry.FlanDataset]) -> row_store.SharedRows:
